@@ -1,0 +1,82 @@
+/* recompute.c — activation checkpointing. With `recompute full`, each transformer block
+ * keeps only its input: every forward value of block b that the backward pass reads is
+ * recomputed from that input by a clone of the forward nodes, placed (by the topological
+ * reorder and the scheduler) right before block b's backward. The originals then die as
+ * soon as the forward pass is done with them. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes.h"
+
+typedef struct {
+    ir_graph_t *g;
+    int *clone; /* forward id -> clone id, -1 if none yet */
+} rc_state_t;
+
+static bool is_block_forward(const ir_tensor_t *t, int block)
+{
+    return t->op != OP_LEAF && t->block == block && block >= 0 &&
+           !(t->flags & (IR_FLAG_BWD | IR_FLAG_RECOMPUTE | IR_FLAG_DEAD));
+}
+
+static int clone_of(rc_state_t *st, int id)
+{
+    if (st->clone[id] >= 0)
+        return st->clone[id];
+    ir_graph_t *g = st->g;
+    int block = g->t[id].block;
+    int src[IR_MAX_SRC];
+    int nsrc = g->t[id].nsrc;
+    for (int s = 0; s < nsrc; s++) {
+        int x = g->t[id].src[s];
+        src[s] = is_block_forward(&g->t[x], block) ? clone_of(st, x) : x;
+        if (src[s] < 0)
+            return -1;
+    }
+    ir_tensor_t *o = &g->t[id];
+    int c = ir_node_dt(g, o->op, o->dtype, nsrc, src, o->ip, o->fp);
+    if (c < 0)
+        return -1;
+    /* the pointer may have moved: re-read the original */
+    g->t[c].block = g->t[id].block;
+    g->t[c].phase = g->t[id].phase;
+    g->t[c].flags |= IR_FLAG_RECOMPUTE;
+    char name[IR_NAME_MAX];
+    snprintf(name, sizeof name, "%s", g->t[id].name);
+    snprintf(g->t[c].name, IR_NAME_MAX, "re:%.100s", name);
+    st->clone[id] = c;
+    return c;
+}
+
+int pass_recompute(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
+{
+    ft_recompute_t mode = ctx->cfg ? ctx->cfg->recompute : FT_RECOMPUTE_NONE;
+    if (mode == FT_RECOMPUTE_NONE)
+        return 0;
+    if (mode != FT_RECOMPUTE_FULL)
+        return ft_fail(e, "recompute: only 'none' and 'full' are implemented in this build");
+    int n0 = g->n;
+    rc_state_t st = {g, ft_xmalloc((size_t)(n0 ? n0 : 1) * sizeof(int))};
+    for (int i = 0; i < n0; i++)
+        st.clone[i] = -1;
+    int rc = 0;
+    for (int i = 0; i < n0 && rc == 0; i++) {
+        if (!(g->t[i].flags & IR_FLAG_BWD) || g->t[i].block < 0)
+            continue;
+        for (int s = 0; s < g->t[i].nsrc; s++) {
+            int x = g->t[i].src[s];
+            if (!is_block_forward(&g->t[x], g->t[i].block))
+                continue;
+            int c = clone_of(&st, x);
+            if (c < 0) {
+                rc = ft_fail(e, "recompute: %s", g->err);
+                break;
+            }
+            g->t[i].src[s] = c;
+        }
+    }
+    free(st.clone);
+    if (rc != 0)
+        return rc;
+    return ir_toposort(g, e);
+}

@@ -1,0 +1,240 @@
+/* ftc.c — the compiler driver: `ftc compile` (spec → plan.bin) and `ftc inspect`. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "frontend/frontend.h"
+#include "models/models.h"
+#include "passes/passes.h"
+#include "runtime/plan.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage:\n"
+               "  ftc compile SPEC.fbs -o PLAN.bin [--target cpu] [-s block.key=value]... [--dump-after PASS|all]\n"
+               "  ftc inspect PLAN.bin [--graph] [--memory] [--kernels]\n"
+               "passes: build, autodiff, optimizer, dce, recompute, schedule, memplan\n");
+}
+
+static int die(const char *what, const ft_err_t *e)
+{
+    fprintf(stderr, "ftc: %s%s%s\n", what, what[0] ? ": " : "", e->msg);
+    return 1;
+}
+
+typedef struct {
+    const char *spec, *out, *target, *dump_after;
+    const char *overrides[128];
+    int noverrides;
+} compile_args_t;
+
+static int parse_compile_args(int argc, char **argv, compile_args_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->target = "cpu";
+    for (int i = 2; i < argc; i++) {
+        const char *s = argv[i];
+        bool has_next = i + 1 < argc;
+        if (strcmp(s, "-o") == 0 && has_next)
+            a->out = argv[++i];
+        else if (strcmp(s, "--target") == 0 && has_next)
+            a->target = argv[++i];
+        else if (strcmp(s, "-s") == 0 && has_next && a->noverrides < 128)
+            a->overrides[a->noverrides++] = argv[++i];
+        else if (strncmp(s, "--dump-after=", 13) == 0)
+            a->dump_after = s + 13;
+        else if (strcmp(s, "--dump-after") == 0 && has_next)
+            a->dump_after = argv[++i];
+        else if (s[0] != '-' && !a->spec)
+            a->spec = s;
+        else {
+            fprintf(stderr, "ftc compile: unexpected argument '%s'\n", s);
+            return -1;
+        }
+    }
+    if (!a->spec || !a->out) {
+        fprintf(stderr, "ftc compile: need a spec file and -o PLAN.bin\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int load_config(const compile_args_t *a, ft_config_t *cfg, ft_err_t *e)
+{
+    if (fe_parse_file(a->spec, cfg, e) != 0)
+        return -1;
+    char from[FT_PATH_MAX];
+    snprintf(from, sizeof from, "%s", cfg->from);
+    for (int i = 0; i < a->noverrides; i++)
+        if (fe_override(cfg, a->overrides[i], e) != 0)
+            return -1;
+    /* a new model folder brings its own config.json */
+    if (strcmp(from, cfg->from) != 0 && cfg->from[0] && fe_read_hf_config(cfg->from, cfg, e) != 0)
+        return -1;
+    return fe_validate(cfg, e);
+}
+
+/* Manifest entries name their tensors; passes renumbered them, so look them up now. */
+static int resolve_manifest(plan_t *p, model_manifest_t *m, ft_err_t *e)
+{
+    p->w = m->w;
+    p->nw = m->n;
+    m->w = NULL;
+    m->n = m->cap = 0;
+    for (int i = 0; i < p->nw; i++) {
+        p->w[i].tensor = ir_find(&p->g, p->w[i].key);
+        if (p->w[i].tensor < 0)
+            return ft_fail(e, "weight '%s' vanished from the graph", p->w[i].key);
+    }
+    return 0;
+}
+
+static int compile(int argc, char **argv)
+{
+    compile_args_t a;
+    if (parse_compile_args(argc, argv, &a) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(a.target, "cpu") != 0) {
+        fprintf(stderr, "ftc: target '%s' is not available in this build: the CUDA code generator is not written "
+                        "yet (use --target cpu)\n", a.target);
+        return 1;
+    }
+    plan_t p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.target, sizeof p.target, "%s", a.target);
+    ft_err_t e;
+    if (load_config(&a, &p.cfg, &e) != 0)
+        return die("", &e);
+    ir_graph_init(&p.g);
+    model_manifest_t m = {0};
+    int rc = model_build(&p.cfg, &p.g, &m, &e);
+    pass_ctx_t ctx = {.cfg = &p.cfg, .dump_after = a.dump_after, .dump = stdout};
+    if (rc == 0)
+        rc = pass_run_all(&p.g, &ctx, &e);
+    if (rc == 0)
+        rc = resolve_manifest(&p, &m, &e);
+    if (rc == 0)
+        rc = plan_write(&p, a.out, &e);
+    model_manifest_free(&m);
+    if (rc != 0) {
+        plan_free(&p);
+        return die("compile", &e);
+    }
+    double f0, b0, f1, b1;
+    ir_cost(&p.g, IR_PH_MICRO, &f0, &b0);
+    ir_cost(&p.g, IR_PH_OPT, &f1, &b1);
+    fprintf(stderr, "ftc: wrote %s: %d tensors, %d scheduled nodes, arena %.2f MiB, %.3g FLOP per step\n", a.out,
+            p.g.n, p.g.nsched, (double)p.g.arena_bytes / 1048576.0, f0 * (double)p.cfg.grad_accum + f1);
+    plan_free(&p);
+    return 0;
+}
+
+/* ---- inspect ---- */
+
+static void print_size(FILE *f, const char *what, int64_t bytes, int64_t total)
+{
+    fprintf(f, "  %-13s %12lld bytes  %9.3f MiB  %5.1f%%\n", what, (long long)bytes, (double)bytes / 1048576.0,
+            total > 0 ? 100.0 * (double)bytes / (double)total : 0.0);
+}
+
+static void inspect_summary(const plan_t *p)
+{
+    const ft_config_t *c = &p->cfg;
+    int64_t trainable = 0, frozen = 0;
+    for (int i = 0; i < p->g.n; i++) {
+        if (p->g.t[i].role == IR_TRAINABLE)
+            trainable += ir_numel(&p->g.t[i]);
+        if (p->g.t[i].role == IR_FROZEN)
+            frozen += ir_numel(&p->g.t[i]);
+    }
+    printf("plan: target %s, model %s (%lld layers, hidden %lld, vocab %lld), tuner %s\n", p->target, c->family,
+           (long long)c->layers, (long long)c->hidden, (long long)c->vocab,
+           c->tuner == FT_TUNER_LORA ? "lora" : "full");
+    printf("parameters: %lld trainable, %lld frozen\n", (long long)trainable, (long long)frozen);
+    printf("batch: %lld x %lld tokens, %lld micro-batches per step\n", (long long)c->micro_batch,
+           (long long)c->seq_len, (long long)c->grad_accum);
+    double f0, b0, f1, b1;
+    ir_cost(&p->g, IR_PH_MICRO, &f0, &b0);
+    ir_cost(&p->g, IR_PH_OPT, &f1, &b1);
+    printf("FLOPs per step: %.6g (%.6g per micro-batch, %.6g optimizer)\n", f0 * (double)c->grad_accum + f1, f0, f1);
+    pass_mem_summary_t s;
+    pass_mem_summary(&p->g, &s);
+    printf("peak memory: %lld bytes (%.3f MiB), one arena\n", (long long)s.total, (double)s.total / 1048576.0);
+    print_size(stdout, "weights", s.weights, s.total);
+    print_size(stdout, "gradients", s.grads, s.total);
+    print_size(stdout, "optimizer", s.optstate, s.total);
+    print_size(stdout, "inputs", s.inputs, s.total);
+    print_size(stdout, "activations", s.activations, s.total);
+    print_size(stdout, "workspace", s.workspace, s.total);
+}
+
+static void inspect_memory(const plan_t *p)
+{
+    const ir_graph_t *g = &p->g;
+    int *first = ft_xmalloc((size_t)g->n * sizeof *first);
+    int *last = ft_xmalloc((size_t)g->n * sizeof *last);
+    pass_lifetimes(g, first, last);
+    printf("%-6s %-12s %12s %12s %6s %6s  %s\n", "id", "role", "offset", "bytes", "first", "last", "name");
+    for (int i = 0; i < g->n; i++) {
+        const ir_tensor_t *t = &g->t[i];
+        bool alias = t->op != OP_LEAF && (ir_ops[t->op]->flags & IR_OPF_ALIAS);
+        printf("%-6d %-12s %12lld %12lld %6d %6d  %s%s\n", i, ir_role_name(t->role), (long long)t->offset,
+               (long long)ir_nbytes(t), first[i], last[i], t->name, alias ? " (shares its input's bytes)" : "");
+    }
+    free(first);
+    free(last);
+}
+
+static int inspect(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool graph = false, memory = false, kernels = false;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--graph") == 0)
+            graph = true;
+        else if (strcmp(argv[i], "--memory") == 0)
+            memory = true;
+        else if (strcmp(argv[i], "--kernels") == 0)
+            kernels = true;
+        else if (argv[i][0] != '-' && !path)
+            path = argv[i];
+        else {
+            fprintf(stderr, "ftc inspect: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        return 2;
+    }
+    plan_t p;
+    ft_err_t e;
+    if (plan_read(path, &p, &e) != 0)
+        return die("", &e);
+    inspect_summary(&p);
+    if (graph)
+        ir_print(&p.g, stdout);
+    if (memory)
+        inspect_memory(&p);
+    if (kernels)
+        printf("kernels: none (target %s runs the CPU reference executor)\n", p.target);
+    plan_free(&p);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "compile") == 0)
+        return compile(argc, argv);
+    if (strcmp(argv[1], "inspect") == 0)
+        return inspect(argc, argv);
+    fprintf(stderr, "ftc: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

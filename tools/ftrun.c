@@ -1,0 +1,116 @@
+/* ftrun.c — runs a compiled plan: trains, evaluates or resumes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/device.h"
+#include "runtime/plan.h"
+#include "runtime/train.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: ftrun PLAN.bin [--device auto|cpu|cuda] [--steps N] [--data FILE.tok] [--out DIR]\n"
+               "             [--resume DIR] [--stop-after N] [--eval] [--quiet]\n");
+}
+
+static int parse_i64(const char *s, int64_t *v)
+{
+    char *end = NULL;
+    long long x = strtoll(s, &end, 10);
+    if (!end || *end || x <= 0)
+        return -1;
+    *v = x;
+    return 0;
+}
+
+typedef struct {
+    const char *plan, *device;
+    rt_train_opts_t o;
+} run_args_t;
+
+static int parse_args(int argc, char **argv, run_args_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->device = "auto";
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int used = 1;
+        if (strcmp(s, "--device") == 0 && v)
+            a->device = v;
+        else if (strcmp(s, "--steps") == 0 && v) {
+            if (parse_i64(v, &a->o.steps) != 0)
+                return fprintf(stderr, "ftrun: --steps needs a positive whole number, got '%s'\n", v), -1;
+        } else if (strcmp(s, "--stop-after") == 0 && v) {
+            if (parse_i64(v, &a->o.stop_after) != 0)
+                return fprintf(stderr, "ftrun: --stop-after needs a positive whole number, got '%s'\n", v), -1;
+        } else if (strcmp(s, "--data") == 0 && v)
+            a->o.data_path = v;
+        else if (strcmp(s, "--out") == 0 && v)
+            a->o.out_dir = v;
+        else if (strcmp(s, "--resume") == 0 && v)
+            a->o.resume_dir = v;
+        else {
+            used = 0;
+            if (strcmp(s, "--eval") == 0)
+                a->o.eval_only = true;
+            else if (strcmp(s, "--quiet") == 0)
+                a->o.quiet = true;
+            else if (s[0] != '-' && !a->plan)
+                a->plan = s;
+            else
+                return fprintf(stderr, "ftrun: unexpected argument '%s'\n", s), -1;
+        }
+        i += used;
+    }
+    if (!a->plan)
+        return fprintf(stderr, "ftrun: no plan file given\n"), -1;
+    if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda"))
+        return fprintf(stderr, "ftrun: --device must be auto, cpu or cuda, got '%s'\n", a->device), -1;
+    return 0;
+}
+
+/* The CUDA executor is not part of this build yet: say so plainly rather than pretend. */
+static int pick_device(const char *want)
+{
+    if (strcmp(want, "cpu") == 0)
+        return 0;
+    char why[256] = "";
+    int n = rt_gpu_count(why, sizeof why);
+    if (strcmp(want, "cuda") == 0) {
+        fprintf(stderr, "ftrun: --device cuda: %s\n",
+                n > 0 ? "the CUDA executor is not in this build yet" : why);
+        return -1;
+    }
+    if (n > 0)
+        fprintf(stderr, "ftrun: notice: %d GPU(s) found, but the CUDA executor is not in this build yet; "
+                        "running the CPU reference executor\n", n);
+    else
+        fprintf(stderr, "ftrun: notice: no usable GPU (%s); running the CPU reference executor\n", why);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    run_args_t a;
+    if (parse_args(argc, argv, &a) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (pick_device(a.device) != 0)
+        return 1;
+    plan_t p;
+    ft_err_t e;
+    if (plan_read(a.plan, &p, &e) != 0) {
+        fprintf(stderr, "ftrun: %s\n", e.msg);
+        return 1;
+    }
+    int rc = rt_train(&p, &a.o, &e);
+    if (rc != 0)
+        fprintf(stderr, "ftrun: %s\n", e.msg);
+    plan_free(&p);
+    return rc != 0;
+}
