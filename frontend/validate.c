@@ -118,9 +118,8 @@ static int train_counts(const ft_config_t *c, ft_err_t *e)
     if (c->seq_len > c->max_seq)
         return ft_fail(e, "train.seq_len (%lld) exceeds model.max_seq (%lld)", (long long)c->seq_len,
                        (long long)c->max_seq);
-    if (c->warmup > c->steps)
-        return ft_fail(e, "train.warmup (%lld) exceeds train.steps (%lld)", (long long)c->warmup,
-                       (long long)c->steps);
+    /* warmup longer than the run is allowed, as in transformers: a short smoke run of a
+     * long recipe should not need its warmup edited too */
     return 0;
 }
 

@@ -92,9 +92,15 @@ static int shape_from_params(ir_tensor_t *node, ft_err_t *e)
     int64_t nd = node->ip[0];
     if (nd < 0 || nd > IR_MAX_DIMS)
         return ft_fail(e, "%s: %lld dimensions (at most %d)", opname(node), (long long)nd, IR_MAX_DIMS);
-    for (int i = 0; i < nd; i++)
+    int64_t numel = 1;
+    for (int i = 0; i < nd; i++) {
         if (node->ip[1 + i] <= 0)
             return ft_fail(e, "%s: dimension %d is %lld", opname(node), i, (long long)node->ip[1 + i]);
+        /* 2^56 elements is far past any device; the bound keeps size arithmetic defined */
+        if (node->ip[1 + i] > (INT64_C(1) << 56) / numel)
+            return ft_fail(e, "%s: shape has more than 2^56 elements", opname(node));
+        numel *= node->ip[1 + i];
+    }
     scalar_shape(node);
     node->ndim = (int)nd;
     for (int i = 0; i < nd; i++)
@@ -663,9 +669,9 @@ static int slice_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
     int64_t axis = node->ip[0], start = node->ip[1], len = node->ip[2];
     if (axis < 0 || axis >= x->ndim)
         return ft_fail(e, "slice: axis %lld out of range for %d dimensions", (long long)axis, x->ndim);
-    if (start < 0 || len <= 0 || start + len > x->shape[axis])
-        return ft_fail(e, "slice: [%lld, %lld) is not inside axis %lld of extent %lld", (long long)start,
-                       (long long)(start + len), (long long)axis, (long long)x->shape[axis]);
+    if (start < 0 || len <= 0 || start > x->shape[axis] - len)
+        return ft_fail(e, "slice: start %lld length %lld is not inside axis %lld of extent %lld", (long long)start,
+                       (long long)len, (long long)axis, (long long)x->shape[axis]);
     copy_shape(node, x);
     node->shape[axis] = len;
     return 0;
@@ -714,9 +720,9 @@ static int slice_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
     if (len != dy->shape[axis])
         return ft_fail(e, "slice_bwd: window length %lld but dy has extent %lld on axis %lld", (long long)len,
                        (long long)dy->shape[axis], (long long)axis);
-    if (start < 0 || start + len > full)
-        return ft_fail(e, "slice_bwd: [%lld, %lld) is not inside the full extent %lld", (long long)start,
-                       (long long)(start + len), (long long)full);
+    if (start < 0 || len > full || start > full - len)
+        return ft_fail(e, "slice_bwd: start %lld length %lld is not inside the full extent %lld", (long long)start,
+                       (long long)len, (long long)full);
     copy_shape(node, dy);
     node->shape[axis] = full;
     return 0;

@@ -1,17 +1,22 @@
 /* ftc.c — the compiler driver: `ftc compile` (spec → plan.bin) and `ftc inspect`. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "frontend/frontend.h"
 #include "models/models.h"
 #include "passes/passes.h"
 #include "runtime/plan.h"
+#include "runtime/safetensors.h"
+#include "runtime/weights.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage:\n"
                "  ftc compile SPEC.fbs -o PLAN.bin [--target cpu] [-s block.key=value]... [--dump-after PASS|all]\n"
                "  ftc inspect PLAN.bin [--graph] [--memory] [--kernels]\n"
+               "  ftc inspect FILE.safetensors|MODEL_DIR     (lists the tensors)\n"
+               "  ftc merge BASE_DIR ADAPTER_DIR -o OUT_DIR  (folds a PEFT LoRA adapter into the base)\n"
                "passes: build, autodiff, optimizer, dce, recompute, schedule, memplan\n");
 }
 
@@ -186,6 +191,49 @@ static void inspect_memory(const plan_t *p)
     free(last);
 }
 
+/* One line per tensor: name, dtype, shape, in name order. */
+static int inspect_weights(const char *path)
+{
+    st_model_t m;
+    ft_err_t e;
+    if (st_open(&m, path, &e) != 0)
+        return die("", &e);
+    for (int i = 0; i < m.ntensors; i++) {
+        const st_tensor_t *t = &m.tensors[i];
+        printf("%s %s [", t->name, st_dtype_name(t->dtype));
+        for (int d = 0; d < t->ndim; d++)
+            printf("%s%lld", d ? "," : "", (long long)t->shape[d]);
+        printf("]\n");
+    }
+    st_close(&m);
+    return 0;
+}
+
+static int merge(int argc, char **argv)
+{
+    const char *dirs[2] = {NULL, NULL}, *out = NULL;
+    int nd = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
+            out = argv[++i];
+        else if (argv[i][0] != '-' && nd < 2)
+            dirs[nd++] = argv[i];
+        else {
+            fprintf(stderr, "ftc merge: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (nd != 2 || !out) {
+        usage(stderr);
+        return 2;
+    }
+    ft_err_t e;
+    if (rt_merge_lora(dirs[0], dirs[1], out, &e) != 0)
+        return die("merge", &e);
+    fprintf(stderr, "ftc: merged %s into %s, written to %s\n", dirs[1], dirs[0], out);
+    return 0;
+}
+
 static int inspect(int argc, char **argv)
 {
     const char *path = NULL;
@@ -209,6 +257,10 @@ static int inspect(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    size_t plen = strlen(path);
+    struct stat sb;
+    if ((plen > 12 && strcmp(path + plen - 12, ".safetensors") == 0) || (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)))
+        return inspect_weights(path);
     plan_t p;
     ft_err_t e;
     if (plan_read(path, &p, &e) != 0)
@@ -234,6 +286,8 @@ int main(int argc, char **argv)
         return compile(argc, argv);
     if (strcmp(argv[1], "inspect") == 0)
         return inspect(argc, argv);
+    if (strcmp(argv[1], "merge") == 0)
+        return merge(argc, argv);
     fprintf(stderr, "ftc: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
