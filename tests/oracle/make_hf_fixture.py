@@ -286,9 +286,10 @@ def build_one(name, spec):
     print(f"{name}: lora_loss_sum {lloss.item():.9g}, {len(grads)} adapter grads")
 
     save_file(out, os.path.join(folder, "oracle.safetensors"),
-              metadata={"generator": "tests/oracle/make_hf_fixture.py",
-                        "transformers": transformers.__version__, "torch": torch.__version__,
-                        "peft": peft.__version__})
+              # one key: safetensors writes a map's keys in hash order, so several would
+              # make the file differ from run to run
+              metadata={"generator": f"tests/oracle/make_hf_fixture.py; transformers {transformers.__version__}, "
+                                     f"torch {torch.__version__}, peft {peft.__version__}"})
 
 
 def main():
