@@ -29,6 +29,7 @@ enum { B = 2, S = 16 };
 /* The results of one run: the loss and every trainable weight's gradient, by name. */
 typedef struct {
     double loss;
+    int nrecompute; /* tensors the recompute pass cloned */
     int n;
     char (*name)[IR_NAME_MAX];
     double **grad;
@@ -165,6 +166,8 @@ static int run_case(const char *dir, bool lora, bool recompute, const st_model_t
     if (rc == 0) {
         rt_cpu_read(&x, loss, &r->loss);
         for (int i = 0; i < p.g.n; i++)
+            r->nrecompute += (p.g.t[i].flags & IR_FLAG_RECOMPUTE) != 0;
+        for (int i = 0; i < p.g.n; i++)
             r->n += p.g.t[i].role == IR_TRAINABLE;
         r->name = ft_xcalloc((size_t)r->n, sizeof *r->name);
         r->grad = ft_xcalloc((size_t)r->n, sizeof *r->grad);
@@ -278,6 +281,8 @@ static bool same_bits(const double *a, const double *b, int64_t n)
 /* recompute=full re-runs the same ops on the same values: results equal bit for bit. */
 static void compare_runs(const char *label, const run_result_t *a, const run_result_t *b)
 {
+    CHECK_MSG(a->nrecompute == 0 && b->nrecompute > 0, "%s: recompute none cloned %d tensors, full %d", label,
+              a->nrecompute, b->nrecompute);
     CHECK_MSG(same_bits(&a->loss, &b->loss, 1), "%s: recompute full loss %.17g, none %.17g", label, b->loss, a->loss);
     CHECK_MSG(a->n == b->n, "%s: %d gradients with recompute full, %d without", label, b->n, a->n);
     int differ = 0;
@@ -287,7 +292,8 @@ static void compare_runs(const char *label, const run_result_t *a, const run_res
         CHECK_MSG(ok, "%s: gradient '%s' differs between recompute none and full", label, a->name[i]);
         differ += !ok;
     }
-    printf("%-24s recompute full: %s\n", label, differ ? "DIFFERS" : "bit-identical");
+    printf("%-24s recompute full (%d tensors recomputed): %s\n", label, b->nrecompute,
+           differ ? "DIFFERS" : "bit-identical");
 }
 
 static void check_config(const char *config)
