@@ -21,8 +21,9 @@ int fe_parse_string(const char *text, const char *name, const char *dir, ft_conf
  * syntax ("train.betas=0.9 0.95", "tuner.targets=q_proj v_proj"). */
 int fe_override(ft_config_t *cfg, const char *kv, ft_err_t *e);
 
-/* Reads <dir>/config.json (HF LlamaForCausalLM style) into the model fields, skipping the
- * fields marked as set explicitly in the spec. */
+/* Reads <dir>/config.json (HF LlamaForCausalLM style) into the model fields: all of them or,
+ * on any error, none. fe_parse_file then puts back what the spec set explicitly, so the
+ * spec wins over config.json. */
 int fe_read_hf_config(const char *dir, ft_config_t *cfg, ft_err_t *e);
 
 /* Checks ranges and consistency (heads divide hidden, kv_heads divide heads, ...). */

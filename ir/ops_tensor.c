@@ -14,13 +14,6 @@
 
 #include "ir.h"
 
-/* The dropout mask's random number: a uniform double in [0, 1) for element i, from the
- * rng tensor's two words (seed, counter), the node's salt and the element index. Each
- * argument is folded in by one splitmix64 finaliser round, so the first three rounds are
- * the same for every element of a launch and the GPU kernel hoists them. The GPU code
- * generator emits exactly this formula, so CPU and GPU draw the same mask. */
-double ir_dropout_uniform(uint64_t seed, uint64_t counter, uint64_t salt, uint64_t i);
-
 /* ---- helpers ---- */
 
 static const char *opname(const ir_tensor_t *n) { return ir_ops[n->op]->name; }
@@ -1024,6 +1017,11 @@ static uint64_t splitmix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
+/* The dropout mask's random number: a uniform double in [0, 1) for element i, from the
+ * rng tensor's two words (seed, counter), the node's salt and the element index. Each
+ * argument is folded in by one splitmix64 finaliser round, so the first three rounds are
+ * the same for every element of a launch and the GPU kernel hoists them. A GPU lowering
+ * must compute exactly this formula so that CPU and GPU draw the same mask. */
 double ir_dropout_uniform(uint64_t seed, uint64_t counter, uint64_t salt, uint64_t i)
 {
     uint64_t h = splitmix64(seed);

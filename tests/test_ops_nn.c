@@ -10,8 +10,6 @@
 #include "ir/ir.h"
 #include "passes/passes.h"
 
-/* Exposed by ir/ops_nn.c for the GPU code generator and these tests. */
-void ir_rope_inv_freq(const ir_tensor_t *node, int64_t dh, double *inv_freq);
 
 /* ------------------------------------------------------------------ fixture */
 

@@ -5,7 +5,6 @@
 
 #include "fdcheck.h"
 
-double ir_dropout_uniform(uint64_t seed, uint64_t counter, uint64_t salt, uint64_t i);
 
 #define SH(...) ((const int64_t[]){__VA_ARGS__})
 #define MAXT 256

@@ -1,0 +1,132 @@
+/* exec_cpu.c — the CPU reference executor. Each node's inputs are widened to float64 in a
+ * scratch buffer sized once at start-up, the op's reference runs, and the result is
+ * rounded back to the output's dtype in the arena. Slow, simple and exact: it is the
+ * oracle the GPU executor is checked against. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec_cpu.h"
+
+void *rt_cpu_ptr(const rt_cpu_t *x, int id) { return x->arena + x->g->t[id].offset; }
+
+static void load(const ir_tensor_t *t, const void *p, double *out)
+{
+    int64_t n = ir_numel(t);
+    switch (t->dtype) {
+    case IR_F32: for (int64_t i = 0; i < n; i++) out[i] = ((const float *)p)[i]; break;
+    case IR_BF16: for (int64_t i = 0; i < n; i++) out[i] = ft_bf16_to_f32(((const uint16_t *)p)[i]); break;
+    case IR_F16: for (int64_t i = 0; i < n; i++) out[i] = ft_f16_to_f32(((const uint16_t *)p)[i]); break;
+    case IR_I32: for (int64_t i = 0; i < n; i++) out[i] = ((const int32_t *)p)[i]; break;
+    case IR_F64: memcpy(out, p, (size_t)n * sizeof *out); break;
+    default: break;
+    }
+}
+
+static void store(const ir_tensor_t *t, void *p, const double *in)
+{
+    int64_t n = ir_numel(t);
+    switch (t->dtype) {
+    case IR_F32: for (int64_t i = 0; i < n; i++) ((float *)p)[i] = (float)in[i]; break;
+    case IR_BF16: for (int64_t i = 0; i < n; i++) ((uint16_t *)p)[i] = ft_f32_to_bf16((float)in[i]); break;
+    case IR_F16: for (int64_t i = 0; i < n; i++) ((uint16_t *)p)[i] = ft_f32_to_f16((float)in[i]); break;
+    case IR_I32: for (int64_t i = 0; i < n; i++) ((int32_t *)p)[i] = (int32_t)lrint(in[i]); break;
+    case IR_F64: memcpy(p, in, (size_t)n * sizeof *in); break;
+    default: break;
+    }
+}
+
+void rt_cpu_read(const rt_cpu_t *x, int id, double *out) { load(&x->g->t[id], rt_cpu_ptr(x, id), out); }
+void rt_cpu_write(rt_cpu_t *x, int id, const double *in) { store(&x->g->t[id], rt_cpu_ptr(x, id), in); }
+void rt_cpu_zero(rt_cpu_t *x, int id) { memset(rt_cpu_ptr(x, id), 0, (size_t)ir_nbytes(&x->g->t[id])); }
+
+void rt_cpu_write_i32(rt_cpu_t *x, int id, const int32_t *in)
+{
+    memcpy(rt_cpu_ptr(x, id), in, (size_t)ir_numel(&x->g->t[id]) * sizeof *in);
+}
+
+static int64_t node_scratch(const ir_graph_t *g, const ir_tensor_t *t)
+{
+    int64_t n = ir_numel(t);
+    for (int s = 0; s < t->nsrc; s++)
+        n += ir_numel(&g->t[t->src[s]]);
+    return n;
+}
+
+int rt_cpu_init(rt_cpu_t *x, const ir_graph_t *g, ft_err_t *e)
+{
+    memset(x, 0, sizeof *x);
+    x->g = g;
+    x->bad_node = -1;
+    x->arena_bytes = g->arena_bytes;
+    size_t bytes = (size_t)(g->arena_bytes + 255) / 256 * 256;
+    x->arena = aligned_alloc(256, bytes ? bytes : 256);
+    if (!x->arena)
+        return ft_fail(e, "cannot allocate the %lld-byte arena on the host", (long long)g->arena_bytes);
+    memset(x->arena, 0, bytes);
+    for (int k = 0; k < g->nsched; k++) {
+        int64_t n = node_scratch(g, &g->t[g->sched[k]]);
+        if (n > x->scratch_len)
+            x->scratch_len = n;
+    }
+    x->scratch = malloc((size_t)(x->scratch_len ? x->scratch_len : 1) * sizeof *x->scratch);
+    if (!x->scratch) {
+        free(x->arena);
+        return ft_fail(e, "cannot allocate %lld float64 values of scratch", (long long)x->scratch_len);
+    }
+    return 0;
+}
+
+void rt_cpu_free(rt_cpu_t *x)
+{
+    free(x->arena);
+    free(x->scratch);
+    memset(x, 0, sizeof *x);
+}
+
+static bool all_finite(const double *v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return false;
+    return true;
+}
+
+static int run_node(rt_cpu_t *x, int id)
+{
+    const ir_graph_t *g = x->g;
+    const ir_tensor_t *t = &g->t[id];
+    const ir_op_desc_t *d = ir_ops[t->op];
+    ir_cpu_args_t a = {.node = t};
+    double *p = x->scratch;
+    for (int s = 0; s < t->nsrc; s++) {
+        const ir_tensor_t *st = &g->t[t->src[s]];
+        a.srct[s] = st;
+        a.in[s] = p;
+        load(st, x->arena + st->offset, p);
+        p += ir_numel(st);
+    }
+    a.out = (d->flags & IR_OPF_ALIAS) ? a.in[0] : p;
+    d->cpu(&a);
+    store(t, x->arena + t->offset, a.out);
+    for (int s = 1; s < t->nsrc; s++)
+        if (d->writes & (1u << s))
+            store(a.srct[s], x->arena + a.srct[s]->offset, a.in[s]);
+    if (x->guard && !all_finite(a.out, ir_numel(t))) {
+        x->bad_node = id;
+        return -1;
+    }
+    return 0;
+}
+
+int rt_cpu_run(rt_cpu_t *x, ir_phase_t phase)
+{
+    for (int k = 0; k < x->g->nsched; k++) {
+        int id = x->g->sched[k];
+        if (x->g->t[id].phase != phase)
+            continue;
+        if (run_node(x, id) != 0)
+            return -1;
+    }
+    return 0;
+}

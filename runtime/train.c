@@ -1,0 +1,332 @@
+/* train.c — the training loop: per step, zero the gradient buffers, run the micro-batch
+ * program once per micro-batch with that batch's tokens, fill the hyper-parameters (the
+ * learning-rate schedule, bias corrections, 1/target tokens so that accumulation is
+ * normalised by the step's token count), run the optimizer program, then report. Writes
+ * the progress line, metrics.jsonl, checkpoints and the exported weights. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../models/models.h"
+#include "exec_cpu.h"
+#include "tokdata.h"
+#include "train.h"
+#include "weights.h"
+
+typedef struct {
+    plan_t *p;
+    const ft_config_t *c;
+    const rt_train_opts_t *o;
+    rt_cpu_t x;
+    td_file_t data;
+    td_order_t order;
+    int64_t nrows, steps;
+    int in_tokens, in_targets, in_pos, in_doc, in_rng, in_hyper, loss, gnorm;
+    int32_t *tokens, *targets, *pos, *doc; /* one micro-batch */
+    FILE *metrics;
+    char out[FT_PATH_MAX];
+} trainer_t;
+
+double rt_lr_at(const ft_config_t *c, int64_t step)
+{
+    if (c->warmup > 0 && step < c->warmup)
+        return c->lr * (double)step / (double)c->warmup;
+    if (c->schedule == FT_SCHED_CONSTANT)
+        return c->lr;
+    int64_t span = c->steps - c->warmup;
+    double progress = span > 0 ? (double)(step - c->warmup) / (double)span : 1.0;
+    if (progress > 1)
+        progress = 1;
+    double f = c->schedule == FT_SCHED_LINEAR ? 1.0 - progress : 0.5 * (1.0 + cos(M_PI * progress));
+    return c->lr * (c->min_lr_ratio + (1.0 - c->min_lr_ratio) * f);
+}
+
+static int find_input(const plan_t *p, const char *name, bool required, ft_err_t *e)
+{
+    int id = ir_find(&p->g, name);
+    if (id < 0 && required)
+        ft_fail(e, "plan has no tensor '%s'", name);
+    return id;
+}
+
+static int bind_tensors(trainer_t *T, ft_err_t *e)
+{
+    const plan_t *p = T->p;
+    T->in_tokens = find_input(p, MODEL_IN_TOKENS, true, e);
+    T->in_targets = find_input(p, MODEL_IN_TARGETS, true, e);
+    T->in_pos = find_input(p, MODEL_IN_POS, false, e);
+    T->in_doc = find_input(p, MODEL_IN_DOC, false, e);
+    T->in_rng = find_input(p, MODEL_IN_RNG, false, e);
+    T->in_hyper = find_input(p, "hyper", true, e);
+    T->loss = find_input(p, "loss", true, e);
+    T->gnorm = find_input(p, "grad_norm", true, e);
+    if (T->in_tokens < 0 || T->in_targets < 0 || T->in_hyper < 0 || T->loss < 0 || T->gnorm < 0)
+        return -1;
+    return 0;
+}
+
+static int open_data(trainer_t *T, ft_err_t *e)
+{
+    const char *path = T->o->data_path ? T->o->data_path : T->c->data_train;
+    if (!path[0])
+        return ft_fail(e, "no training data: set data.train in the spec or pass --data");
+    if (td_open(&T->data, path, e) != 0)
+        return -1;
+    if ((int64_t)T->data.vocab_needed > T->c->vocab)
+        return ft_fail(e, "%s: token ids go up to %u but the model's vocabulary has %lld entries", path,
+                       T->data.vocab_needed - 1, (long long)T->c->vocab);
+    T->nrows = td_nrows(&T->data, T->c->seq_len, T->c->packing, e);
+    if (T->nrows <= 0)
+        return -1;
+    td_order_init(&T->order);
+    return 0;
+}
+
+/* Fills the inputs of micro-batch number k (counted over the whole run); returns the
+ * number of target tokens in it, or -1. */
+static int64_t load_batch(trainer_t *T, int64_t k, bool in_file_order, ft_err_t *e)
+{
+    const ft_config_t *c = T->c;
+    int64_t S = c->seq_len, B = c->micro_batch;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t row_k = k * B + b;
+        int64_t row = in_file_order ? row_k % T->nrows : td_row_for(&T->order, T->nrows, c->seed, row_k);
+        if (td_batch(&T->data, S, c->packing, row, T->tokens + b * S, T->targets + b * S, T->pos + b * S,
+                     T->doc + b * S, e) != 0)
+            return -1;
+    }
+    rt_cpu_write_i32(&T->x, T->in_tokens, T->tokens);
+    rt_cpu_write_i32(&T->x, T->in_targets, T->targets);
+    if (T->in_pos >= 0)
+        rt_cpu_write_i32(&T->x, T->in_pos, T->pos);
+    if (T->in_doc >= 0)
+        rt_cpu_write_i32(&T->x, T->in_doc, T->doc);
+    if (T->in_rng >= 0) {
+        int32_t rng[2] = {(int32_t)(c->seed & 0x7fffffff), (int32_t)(k & 0x7fffffff)};
+        rt_cpu_write_i32(&T->x, T->in_rng, rng);
+    }
+    return td_count_targets(T->targets, B * S);
+}
+
+static double read_scalar(const trainer_t *T, int id)
+{
+    double v = 0;
+    rt_cpu_read(&T->x, id, &v);
+    return v;
+}
+
+/* Re-runs the micro-batch with every output checked, to name the op that went bad. */
+static int explain_nonfinite(trainer_t *T, int64_t step, const char *what, ft_err_t *e)
+{
+    T->x.guard = 1;
+    rt_cpu_run(&T->x, IR_PH_MICRO);
+    if (T->x.bad_node < 0)
+        rt_cpu_run(&T->x, IR_PH_OPT);
+    T->x.guard = 0;
+    if (T->x.bad_node >= 0) {
+        const ir_tensor_t *t = &T->p->g.t[T->x.bad_node];
+        return ft_fail(e, "step %lld: %s is not finite; the first NaN/Inf comes from '%s' (%s)", (long long)step + 1,
+                       what, t->name, ir_ops[t->op]->name);
+    }
+    return ft_fail(e, "step %lld: %s is not finite", (long long)step + 1, what);
+}
+
+static void set_hyper(trainer_t *T, int64_t step, int64_t ntok)
+{
+    const ft_config_t *c = T->c;
+    double h[IR_HYPER_COUNT] = {0};
+    h[IR_HYPER_LR] = rt_lr_at(c, step);
+    h[IR_HYPER_BETA1] = c->beta1;
+    h[IR_HYPER_BETA2] = c->beta2;
+    h[IR_HYPER_EPS] = c->adam_eps;
+    h[IR_HYPER_WD] = c->weight_decay;
+    h[IR_HYPER_BC1] = 1.0 - pow(c->beta1, (double)(step + 1));
+    h[IR_HYPER_BC2] = 1.0 - pow(c->beta2, (double)(step + 1));
+    h[IR_HYPER_INV_NTOK] = ntok > 0 ? 1.0 / (double)ntok : 0.0;
+    h[IR_HYPER_CLIP] = c->grad_clip;
+    rt_cpu_write(&T->x, T->in_hyper, h);
+}
+
+static void zero_grads(trainer_t *T)
+{
+    for (int i = 0; i < T->p->g.n; i++)
+        if (T->p->g.t[i].role == IR_GRAD)
+            rt_cpu_zero(&T->x, i);
+}
+
+typedef struct {
+    double loss, gnorm, lr;
+    int64_t ntok, tokens;
+} step_stats_t;
+
+static int train_step(trainer_t *T, int64_t step, step_stats_t *st, ft_err_t *e)
+{
+    const ft_config_t *c = T->c;
+    zero_grads(T);
+    double loss_sum = 0;
+    int64_t ntok = 0;
+    for (int64_t micro = 0; micro < c->grad_accum; micro++) {
+        int64_t n = load_batch(T, step * c->grad_accum + micro, false, e);
+        if (n < 0)
+            return -1;
+        rt_cpu_run(&T->x, IR_PH_MICRO);
+        double l = read_scalar(T, T->loss);
+        if (!isfinite(l))
+            return explain_nonfinite(T, step, "the loss", e);
+        loss_sum += l;
+        ntok += n;
+    }
+    set_hyper(T, step, ntok);
+    rt_cpu_run(&T->x, IR_PH_OPT);
+    st->gnorm = read_scalar(T, T->gnorm);
+    if (!isfinite(st->gnorm))
+        return explain_nonfinite(T, step, "the gradient norm", e);
+    st->loss = ntok > 0 ? loss_sum / (double)ntok : 0.0;
+    st->lr = rt_lr_at(c, step);
+    st->ntok = ntok;
+    st->tokens = c->grad_accum * c->micro_batch * c->seq_len;
+    return 0;
+}
+
+static void fmt_eta(double s, char *buf, size_t cap)
+{
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void report(trainer_t *T, int64_t step, const step_stats_t *st, double step_s, double elapsed, double avg_s)
+{
+    double tps = step_s > 0 ? (double)st->tokens / step_s : 0;
+    if (T->metrics) {
+        fprintf(T->metrics,
+                "{\"step\": %lld, \"loss\": %.17g, \"lr\": %.17g, \"grad_norm\": %.17g, \"tokens_per_s\": %.1f, "
+                "\"target_tokens\": %lld, \"step_s\": %.6f, \"elapsed_s\": %.3f, \"arena_bytes\": %lld}\n",
+                (long long)step + 1, st->loss, st->lr, st->gnorm, tps, (long long)st->ntok, step_s, elapsed,
+                (long long)T->x.arena_bytes);
+        fflush(T->metrics);
+    }
+    if (T->o->quiet || ((step + 1) % (T->c->log_every > 0 ? T->c->log_every : 1) != 0 && step + 1 != T->steps))
+        return;
+    char eta[32];
+    fmt_eta(avg_s * (double)(T->steps - step - 1), eta, sizeof eta);
+    printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | eta %s\n", (long long)step + 1,
+           (long long)T->steps, st->loss, st->lr, st->gnorm, tps, eta);
+    fflush(stdout);
+}
+
+static int open_metrics(trainer_t *T, bool append, ft_err_t *e)
+{
+    char path[FT_PATH_MAX + 32];
+    ft_path_join(path, sizeof path, T->out, "metrics.jsonl");
+    T->metrics = fopen(path, append ? "a" : "w");
+    if (!T->metrics)
+        return ft_fail(e, "%s: cannot open: %s", path, strerror(errno));
+    return 0;
+}
+
+static int run_eval(trainer_t *T, ft_err_t *e)
+{
+    double loss_sum = 0;
+    int64_t ntok = 0;
+    for (int64_t micro = 0; micro < T->c->grad_accum; micro++) {
+        int64_t n = load_batch(T, micro, true, e);
+        if (n < 0)
+            return -1;
+        rt_cpu_run(&T->x, IR_PH_MICRO);
+        loss_sum += read_scalar(T, T->loss);
+        ntok += n;
+    }
+    printf("eval loss %.9g over %lld target tokens\n", ntok > 0 ? loss_sum / (double)ntok : 0.0, (long long)ntok);
+    return 0;
+}
+
+static int train_loop(trainer_t *T, int64_t start, ft_err_t *e)
+{
+    double t0 = ft_now();
+    int64_t stop = T->o->stop_after > 0 && T->o->stop_after < T->steps ? T->o->stop_after : T->steps;
+    for (int64_t step = start; step < stop; step++) {
+        double ts = ft_now();
+        step_stats_t st = {0};
+        if (train_step(T, step, &st, e) != 0)
+            return -1;
+        double now = ft_now();
+        report(T, step, &st, now - ts, now - t0, (now - t0) / (double)(step - start + 1));
+        int64_t every = T->c->save_every;
+        if (every > 0 && (step + 1) % every == 0 && step + 1 < stop && rt_ckpt_save(T->out, &T->x, T->p, step + 1, e) != 0)
+            return -1;
+    }
+    if (rt_ckpt_save(T->out, &T->x, T->p, stop, e) != 0)
+        return -1;
+    if (stop < T->steps) {
+        printf("stopped after step %lld of %lld; resume with --resume %s\n", (long long)stop, (long long)T->steps, T->out);
+        return 0;
+    }
+    if (rt_export(T->out, &T->x, T->p, e) != 0)
+        return -1;
+    printf("done: %lld steps in %.1f s; %s written to %s\n", (long long)(stop - start), ft_now() - t0,
+           T->c->tuner == FT_TUNER_LORA ? "adapter" : "model", T->out);
+    return 0;
+}
+
+static void trainer_free(trainer_t *T)
+{
+    if (T->metrics)
+        fclose(T->metrics);
+    free(T->tokens);
+    free(T->targets);
+    free(T->pos);
+    free(T->doc);
+    td_order_free(&T->order);
+    if (T->data.map)
+        td_close(&T->data);
+    if (T->x.arena)
+        rt_cpu_free(&T->x);
+}
+
+int rt_train(plan_t *p, const rt_train_opts_t *o, ft_err_t *e)
+{
+    trainer_t T = {.p = p, .c = &p->cfg, .o = o};
+    snprintf(T.out, sizeof T.out, "%s", o->out_dir ? o->out_dir : "run");
+    T.steps = o->steps > 0 ? o->steps : p->cfg.steps;
+    p->cfg.steps = T.steps; /* the schedule follows the overridden length */
+    int64_t n = p->cfg.micro_batch * p->cfg.seq_len;
+    T.tokens = ft_xmalloc((size_t)n * sizeof(int32_t));
+    T.targets = ft_xmalloc((size_t)n * sizeof(int32_t));
+    T.pos = ft_xmalloc((size_t)n * sizeof(int32_t));
+    T.doc = ft_xmalloc((size_t)n * sizeof(int32_t));
+    int64_t start = 0;
+    int rc = bind_tensors(&T, e);
+    if (rc == 0)
+        rc = open_data(&T, e);
+    if (rc == 0)
+        rc = rt_cpu_init(&T.x, &p->g, e);
+    if (rc == 0)
+        rc = rt_weights_init(&T.x, p, e);
+    if (rc == 0 && o->resume_dir)
+        rc = rt_ckpt_load(o->resume_dir, &T.x, p, &start, e);
+    if (rc == 0 && o->eval_only) {
+        rc = run_eval(&T, e);
+        trainer_free(&T);
+        return rc;
+    }
+    if (rc == 0 && start >= T.steps)
+        rc = ft_fail(e, "the checkpoint is at step %lld, which is not before the last step (%lld)", (long long)start,
+                     (long long)T.steps);
+    if (rc == 0)
+        rc = ft_mkdir_p(T.out, e);
+    if (rc == 0)
+        rc = open_metrics(&T, o->resume_dir != NULL, e);
+    if (rc == 0) {
+        printf("training: %lld steps from step %lld, %lld tokens per step, arena %lld bytes (CPU reference executor)\n",
+               (long long)T.steps, (long long)start,
+               (long long)(p->cfg.grad_accum * p->cfg.micro_batch * p->cfg.seq_len),
+               (long long)T.x.arena_bytes);
+        rc = train_loop(&T, start, e);
+    }
+    trainer_free(&T);
+    return rc;
+}

@@ -1,0 +1,23 @@
+/* train.h — the training loop of ftrun. */
+#ifndef FTC_TRAIN_H
+#define FTC_TRAIN_H
+
+#include "plan.h"
+
+typedef struct {
+    const char *out_dir;     /* metrics.jsonl, checkpoint, adapter or model; NULL = "run" */
+    const char *resume_dir;  /* continue from <dir>/checkpoint.safetensors */
+    const char *data_path;   /* overrides data.train */
+    int64_t steps;           /* overrides train.steps when > 0 */
+    int64_t stop_after;      /* stop (with a checkpoint) once this many steps are done; 0 = run to the end */
+    bool eval_only;          /* report the loss on the first batch and exit */
+    bool quiet;              /* no progress line (the JSON lines are still written) */
+} rt_train_opts_t;
+
+int rt_train(plan_t *p, const rt_train_opts_t *o, ft_err_t *e);
+
+/* Learning rate at step s (0-based) for the configured schedule and warmup, as
+ * transformers' get_{constant,linear,cosine}_schedule_with_warmup compute it. */
+double rt_lr_at(const ft_config_t *c, int64_t step);
+
+#endif
