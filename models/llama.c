@@ -53,7 +53,10 @@ static int linear(llama_t *L, int x, const char *module, int64_t out, int64_t in
 static int norm(llama_t *L, int x, const char *wname)
 {
     int w = weight(L, wname, 1, (int64_t[]){L->D}, true);
-    return ir_rmsnorm(L->g, x, w, L->cfg->norm_eps);
+    int y = ir_rmsnorm(L->g, x, w, L->cfg->norm_eps);
+    /* "model.norm.weight" -> "model.norm": the value is named after its module */
+    ir_set_name(L->g, y, "%.*s", (int)(strlen(wname) - 7), wname);
+    return y;
 }
 
 static int rope(llama_t *L, int x)
@@ -77,10 +80,14 @@ static int attention(llama_t *L, int x, int layer)
         int64_t heads = i == 0 ? hq : hkv;
         int y = linear(L, x, mod, heads * L->Dh, L->D);
         proj[i] = ir_reshape(g, y, 4, (int64_t[]){L->B, L->S, heads, L->Dh});
+        ir_set_name(g, proj[i], "%s.heads", mod);
     }
     int q = rope(L, proj[0]);
     int k = rope(L, proj[1]);
+    ir_set_name(g, q, "model.layers.%d.self_attn.q_rope", layer);
+    ir_set_name(g, k, "model.layers.%d.self_attn.k_rope", layer);
     int a = ir_attn(g, q, k, proj[2], L->doc, 1.0 / sqrt((double)L->Dh));
+    ir_set_name(g, a, "model.layers.%d.self_attn.attn", layer);
     a = ir_reshape(g, a, 2, (int64_t[]){L->N, hq * L->Dh});
     snprintf(mod, sizeof mod, "model.layers.%d.self_attn.o_proj", layer);
     return linear(L, a, mod, L->D, hq * L->Dh);
@@ -95,6 +102,7 @@ static int mlp(llama_t *L, int x, int layer)
     snprintf(mod, sizeof mod, "model.layers.%d.mlp.up_proj", layer);
     int up = linear(L, x, mod, F, L->D);
     int h = ir_swiglu(L->g, gate, up);
+    ir_set_name(L->g, h, "model.layers.%d.mlp.act", layer);
     snprintf(mod, sizeof mod, "model.layers.%d.mlp.down_proj", layer);
     return linear(L, h, mod, L->D, F);
 }
@@ -136,6 +144,7 @@ int model_llama_build(const ft_config_t *cfg, ir_graph_t *g, model_manifest_t *m
 
     int emb = weight(&L, "model.embed_tokens.weight", 2, (int64_t[]){cfg->vocab, L.D}, false);
     int h = ir_embed(g, emb, ir_reshape(g, tokens, 1, (int64_t[]){L.N}));
+    ir_set_name(g, h, "model.embed_tokens");
     for (int l = 0; l < cfg->layers; l++)
         h = decoder_layer(&L, h, (int)l);
     h = norm(&L, h, "model.norm.weight");

@@ -112,7 +112,11 @@ static int run_node(rt_cpu_t *x, int id)
     for (int s = 1; s < t->nsrc; s++)
         if (d->writes & (1u << s))
             store(a.srct[s], x->arena + a.srct[s]->offset, a.in[s]);
-    if (x->guard && !all_finite(a.out, ir_numel(t))) {
+    if (!x->guard)
+        return 0;
+    /* check what was stored: a value finite in float64 may overflow its dtype */
+    load(t, x->arena + t->offset, a.out);
+    if (!all_finite(a.out, ir_numel(t))) {
         x->bad_node = id;
         return -1;
     }

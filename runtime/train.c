@@ -116,9 +116,35 @@ static double read_scalar(const trainer_t *T, int id)
     return v;
 }
 
-/* Re-runs the micro-batch with every output checked, to name the op that went bad. */
+/* The first trainable weight holding a NaN or Inf, or -1. */
+static int diverged_weight(const trainer_t *T)
+{
+    const ir_graph_t *g = &T->p->g;
+    for (int i = 0; i < g->n; i++) {
+        if (g->t[i].role != IR_TRAINABLE)
+            continue;
+        int64_t n = ir_numel(&g->t[i]);
+        double *v = ft_xmalloc((size_t)n * sizeof *v);
+        rt_cpu_read(&T->x, i, v);
+        bool bad = false;
+        for (int64_t k = 0; k < n && !bad; k++)
+            bad = !isfinite(v[k]);
+        free(v);
+        if (bad)
+            return i;
+    }
+    return -1;
+}
+
+/* Names what went bad: a weight the last update broke, or else the first op whose output
+ * is not finite when the micro-batch is run again with every output checked. */
 static int explain_nonfinite(trainer_t *T, int64_t step, const char *what, ft_err_t *e)
 {
+    int w = diverged_weight(T);
+    if (w >= 0)
+        return ft_fail(e, "step %lld: %s is not finite: weight '%s' holds NaN/Inf after the previous update "
+                          "(training diverged: lower train.lr or set train.grad_clip)",
+                       (long long)step + 1, what, T->p->g.t[w].name);
     T->x.guard = 1;
     rt_cpu_run(&T->x, IR_PH_MICRO);
     if (T->x.bad_node < 0)

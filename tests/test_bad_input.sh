@@ -169,5 +169,11 @@ expect_fail "ftrun: bad device" "--device must be" $FTRUN $W/lora.bin --device t
 expect_fail "ftrun: cuda without a GPU" "--device cuda" $FTRUN $W/lora.bin --device cuda
 expect_fail "ftc: unknown command" "unknown command" $FTC build $LORA
 
+# ---- the NaN/Inf guard names the step and the op ----
+$FTC compile $FULL -o $W/diverge.bin -s train.lr=1e30 -s train.grad_clip=0 -s train.warmup=0 2>/dev/null
+expect_fail "training diverges" "step 2: the loss is not finite; the first NaN/Inf comes from 'model.layers.0.self_attn.q_proj' (matmul)" \
+    $FTRUN $W/diverge.bin --out $W/o_div
+no_file "training diverges" "$W/o_div/*.safetensors"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
