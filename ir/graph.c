@@ -149,18 +149,26 @@ int ir_node_dt(ir_graph_t *g, ir_op_t op, ir_dtype_t dt, int nsrc, const int *sr
     for (int i = 0; i < nsrc; i++)
         if (src[i] < 0 || src[i] >= g->n)
             return ir_error(g, "%s: input %d is not a tensor (%d)", d->name, i, src[i]);
+    /* callers may pass another node's parameters, which move when the array grows */
+    int64_t ipc[IR_MAX_PARAMS] = {0};
+    double fpc[IR_MAX_PARAMS] = {0};
+    int srcc[IR_MAX_SRC];
+    if (ip)
+        memcpy(ipc, ip, sizeof ipc);
+    if (fp)
+        memcpy(fpc, fp, sizeof fpc);
+    if (nsrc > 0)
+        memcpy(srcc, src, (size_t)nsrc * sizeof *src);
     int id = new_tensor(g);
     ir_tensor_t *t = &g->t[id];
     t->op = op;
     t->role = IR_ACT;
     t->dtype = dt;
     t->nsrc = nsrc;
-    for (int i = 0; i < nsrc; i++)
-        t->src[i] = src[i];
-    if (ip)
-        memcpy(t->ip, ip, sizeof t->ip);
-    if (fp)
-        memcpy(t->fp, fp, sizeof t->fp);
+    if (nsrc > 0)
+        memcpy(t->src, srcc, (size_t)nsrc * sizeof *srcc);
+    memcpy(t->ip, ipc, sizeof t->ip);
+    memcpy(t->fp, fpc, sizeof t->fp);
     snprintf(t->name, IR_NAME_MAX, "%s.%d", d->name, id);
     ft_err_t e;
     if (d->shape(g, t, &e) != 0) {
