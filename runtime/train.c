@@ -5,6 +5,7 @@
  * the progress line, metrics.jsonl, checkpoints and the exported weights. */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -270,11 +271,38 @@ static int run_eval(trainer_t *T, ft_err_t *e)
     return 0;
 }
 
+/* Set by SIGINT/SIGTERM: the loop finishes the step it is in, saves a checkpoint and
+ * stops, so an interrupted run loses nothing. The one piece of process-wide state: a
+ * signal handler can reach nothing else. */
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void catch_signals(bool on)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on ? on_signal : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 static int train_loop(trainer_t *T, int64_t start, ft_err_t *e)
 {
     double t0 = ft_now();
     int64_t stop = T->o->stop_after > 0 && T->o->stop_after < T->steps ? T->o->stop_after : T->steps;
+    interrupted = 0;
     for (int64_t step = start; step < stop; step++) {
+        if (interrupted) {
+            stop = step;
+            printf("interrupted at step %lld\n", (long long)step);
+            break;
+        }
         double ts = ft_now();
         step_stats_t st = {0};
         if (train_step(T, step, &st, e) != 0)
@@ -289,7 +317,7 @@ static int train_loop(trainer_t *T, int64_t start, ft_err_t *e)
         return -1;
     if (stop < T->steps) {
         printf("stopped after step %lld of %lld; resume with --resume %s\n", (long long)stop, (long long)T->steps, T->out);
-        return 0;
+        return interrupted ? 1 : 0;
     }
     if (rt_export(T->out, &T->x, T->p, e) != 0)
         return -1;
@@ -347,11 +375,13 @@ int rt_train(plan_t *p, const rt_train_opts_t *o, ft_err_t *e)
     if (rc == 0)
         rc = open_metrics(&T, o->resume_dir != NULL, e);
     if (rc == 0) {
+        catch_signals(true);
         printf("training: %lld steps from step %lld, %lld tokens per step, arena %lld bytes (CPU reference executor)\n",
                (long long)T.steps, (long long)start,
                (long long)(p->cfg.grad_accum * p->cfg.micro_batch * p->cfg.seq_len),
                (long long)T.x.arena_bytes);
         rc = train_loop(&T, start, e);
+        catch_signals(false);
     }
     trainer_free(&T);
     return rc;

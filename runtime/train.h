@@ -14,6 +14,8 @@ typedef struct {
     bool quiet;              /* no progress line (the JSON lines are still written) */
 } rt_train_opts_t;
 
+/* 0: done (or stopped as --stop-after asked); 1: interrupted by a signal, with a
+ * checkpoint saved; -1: error. */
 int rt_train(plan_t *p, const rt_train_opts_t *o, ft_err_t *e);
 
 /* Learning rate at step s (0-based) for the configured schedule and warmup, as

@@ -109,8 +109,8 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = rt_train(&p, &a.o, &e);
-    if (rc != 0)
+    if (rc < 0)
         fprintf(stderr, "ftrun: %s\n", e.msg);
     plan_free(&p);
-    return rc != 0;
+    return rc < 0 ? 1 : rc == 1 ? 130 : 0;
 }
