@@ -136,9 +136,20 @@ static int check_unsupported(hf_doc *d, json_t *root, const ft_config_t *cfg)
     return 0;
 }
 
+/* transformers 5 writes the rotary settings as "rope_parameters": {rope_theta, rope_type,
+ * factor, ...}; earlier versions (and most hub checkpoints) use top-level "rope_theta" and
+ * "rope_scaling". Both are read; rope_scaling wins where both are present. */
+static json_t *rope_parameters(json_t *root)
+{
+    json_t *rp = json_object_get(root, "rope_parameters");
+    return json_is_object(rp) ? rp : NULL;
+}
+
 static int read_rope_scaling(hf_doc *d, json_t *root, ft_config_t *cfg)
 {
     json_t *rs = json_object_get(root, "rope_scaling");
+    if (!rs || json_is_null(rs))
+        rs = rope_parameters(root);
     if (!rs || json_is_null(rs)) {
         cfg->rope_scaling = FT_ROPE_SCALING_NONE;
         return 0;
@@ -194,6 +205,9 @@ static int read_sizes(hf_doc *d, json_t *root, ft_config_t *cfg)
         cfg->norm_eps = 1e-6;
     if (opt_float(d, root, "rope_theta", &cfg->rope_theta, NULL) != 0 ||
         opt_bool(d, root, "tie_word_embeddings", &cfg->tie_embeddings) != 0)
+        return -1;
+    json_t *rp = rope_parameters(root);
+    if (rp && !json_object_get(root, "rope_theta") && opt_float(d, rp, "rope_theta", &cfg->rope_theta, NULL) != 0)
         return -1;
     return 0;
 }

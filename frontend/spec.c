@@ -1,15 +1,13 @@
-/* spec.c — the spec language (.fbs): its lexer, the key table, the block parser, the -s
- * overrides and the canonical `block.key=value` text. Every key's block, name, type, field
- * and help live in one table, keys[] below; the parser, the overrides, the text writer and
- * reader and the config.json merge all walk it, so a new setting is one line of that table
- * (plus a row in docs/spec.md). The lexer lives here too because the parser and the
- * override reader share its token type and nothing else needs it. */
+/* spec.c — the spec language (.fbs): the key table, the block parser, the -s overrides and
+ * the canonical `block.key=value` text. Every key's block, name, type, field and help live
+ * in one table, keys[] below; the parser, the overrides, the text writer and reader and the
+ * config.json merge all walk it, so a new setting is one line of that table (plus a row in
+ * docs/spec.md). Tokens, positions and number reading come from the lexer (lexer.h). */
 #include "frontend.h"
+#include "lexer.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -232,226 +230,25 @@ static void list_words(char *out, size_t cap, const char *const *names)
         join_word(out, cap, names[i]);
 }
 
-/* ================================================================== lexer */
-
-typedef enum { TK_EOF, TK_NL, TK_IDENT, TK_NUMBER, TK_STRING, TK_LBRACE, TK_RBRACE } tok_kind;
-
-typedef struct {
-    tok_kind kind;
-    const char *start; /* raw text in the source */
-    size_t len;
-    int line, col;
-    char str[FT_PATH_MAX]; /* TK_STRING: the value with escapes decoded */
-} token;
-
-typedef struct {
-    const char *name; /* file name, or "-s key=value", for messages */
-    int positions;    /* messages carry :line:col (not for one-line overrides) */
-    const char *p;
-    int line, col;
-    token tok; /* the current token */
-    ft_err_t *e;
-} lexer;
-
-static void lx_init(lexer *lx, const char *text, const char *name, int positions, ft_err_t *e)
-{
-    memset(lx, 0, sizeof *lx);
-    lx->name = name;
-    lx->positions = positions;
-    lx->p = text;
-    lx->line = 1;
-    lx->col = 1;
-    lx->e = e;
-}
-
-static int lx_fail_at(const lexer *lx, int line, int col, const char *fmt, ...) FT_PRINTF(4, 5);
-static int lx_fail_at(const lexer *lx, int line, int col, const char *fmt, ...)
-{
-    char what[900];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    if (lx->positions)
-        return ft_fail(lx->e, "%s:%d:%d: %s", lx->name, line, col, what);
-    return ft_fail(lx->e, "%s: %s", lx->name, what);
-}
-
-static int is_alpha(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-static int is_digit(int c) { return c >= '0' && c <= '9'; }
-static int is_alnum(int c) { return is_alpha(c) || is_digit(c); }
-
-static void lx_bump(lexer *lx)
-{
-    lx->p++;
-    lx->col++;
-}
-
-static void skip_blanks(lexer *lx)
-{
-    for (;;) {
-        char c = *lx->p;
-        if (c == ' ' || c == '\t' || c == '\r') {
-            lx_bump(lx);
-        } else if (c == '#') {
-            while (*lx->p && *lx->p != '\n')
-                lx_bump(lx);
-        } else {
-            return;
-        }
-    }
-}
-
-/* A number starts with a digit, or a sign or '.' followed by one. */
-static int starts_number(const char *p)
-{
-    if (is_digit(p[0]))
-        return 1;
-    if (p[0] == '.')
-        return is_digit(p[1]);
-    if (p[0] == '-' || p[0] == '+')
-        return is_digit(p[1]) || (p[1] == '.' && is_digit(p[2]));
-    return 0;
-}
-
-/* Digits, dots and an exponent, then any letters as a unit suffix (40GiB); whether the
- * whole is a valid int, float or size is decided by the key that reads it. */
-static void lex_number(lexer *lx)
-{
-    if (*lx->p == '-' || *lx->p == '+')
-        lx_bump(lx);
-    while (is_digit(*lx->p) || *lx->p == '.')
-        lx_bump(lx);
-    const char *p = lx->p;
-    if ((p[0] == 'e' || p[0] == 'E') &&
-        (is_digit(p[1]) || ((p[1] == '-' || p[1] == '+') && is_digit(p[2])))) {
-        lx_bump(lx);
-        if (*lx->p == '-' || *lx->p == '+')
-            lx_bump(lx);
-        while (is_digit(*lx->p))
-            lx_bump(lx);
-    }
-    while (is_alnum(*lx->p) || *lx->p == '.')
-        lx_bump(lx);
-}
-
-static int lex_string(lexer *lx, token *t)
-{
-    size_t n = 0;
-    lx_bump(lx); /* the opening quote */
-    for (;;) {
-        unsigned char c = (unsigned char)*lx->p;
-        if (c == 0 || c == '\n')
-            return lx_fail_at(lx, t->line, t->col, "unterminated string (no closing '\"' on this line)");
-        if (c == '"')
-            break;
-        if (c == '\\') {
-            char x = lx->p[1];
-            if (x != '"' && x != '\\')
-                return lx_fail_at(lx, lx->line, lx->col,
-                                  "unknown escape in string (only \\\" and \\\\ are allowed)");
-            lx_bump(lx);
-            c = (unsigned char)x;
-        } else if (c < 0x20 || c == 0x7f) {
-            return lx_fail_at(lx, lx->line, lx->col, "control byte 0x%02x in string", c);
-        }
-        if (n + 1 >= sizeof t->str)
-            return lx_fail_at(lx, t->line, t->col, "string longer than %d bytes", FT_PATH_MAX - 1);
-        t->str[n++] = (char)c;
-        lx_bump(lx);
-    }
-    lx_bump(lx); /* the closing quote */
-    t->str[n] = 0;
-    return 0;
-}
-
-/* Reads the next token into lx->tok. */
-static int lx_next(lexer *lx)
-{
-    skip_blanks(lx);
-    token *t = &lx->tok;
-    t->start = lx->p;
-    t->line = lx->line;
-    t->col = lx->col;
-    t->str[0] = 0;
-    unsigned char c = (unsigned char)*lx->p;
-    if (c == 0) {
-        t->kind = TK_EOF;
-    } else if (c == '\n') {
-        t->kind = TK_NL;
-        lx->p++;
-        lx->line++;
-        lx->col = 1;
-    } else if (c == '{' || c == '}') {
-        t->kind = c == '{' ? TK_LBRACE : TK_RBRACE;
-        lx_bump(lx);
-    } else if (c == '"') {
-        t->kind = TK_STRING;
-        if (lex_string(lx, t) != 0)
-            return -1;
-    } else if (starts_number(lx->p)) {
-        t->kind = TK_NUMBER;
-        lex_number(lx);
-    } else if (is_alpha(c)) {
-        t->kind = TK_IDENT;
-        while (is_alnum(*lx->p))
-            lx_bump(lx);
-    } else if (c >= 0x21 && c < 0x7f) {
-        return lx_fail_at(lx, t->line, t->col, "unexpected character '%c'", c);
-    } else {
-        return lx_fail_at(lx, t->line, t->col, "unexpected byte 0x%02x (is this a text file?)", c);
-    }
-    t->len = (size_t)(lx->p - t->start);
-    return 0;
-}
-
-/* How a token reads in "found ..." messages. */
-static const char *describe(const lexer *lx, char *buf, size_t cap)
-{
-    const token *t = &lx->tok;
-    int n = t->len > 40 ? 40 : (int)t->len;
-    switch (t->kind) {
-    case TK_EOF:
-        snprintf(buf, cap, "%s", lx->positions ? "end of file" : "nothing");
-        break;
-    case TK_NL:
-        snprintf(buf, cap, "end of line");
-        break;
-    case TK_STRING:
-        snprintf(buf, cap, "string %.*s%s", n, t->start, (size_t)n < t->len ? "...\"" : "");
-        break;
-    default:
-        snprintf(buf, cap, "'%.*s%s'", n, t->start, (size_t)n < t->len ? "..." : "");
-        break;
-    }
-    return buf;
-}
-
-static int tok_is(const lexer *lx, tok_kind k) { return lx->tok.kind == k; }
-
 /* ================================================================== parser state */
 
 typedef struct {
-    int line, col; /* line 0: not set */
-} pos_t;
-
-typedef struct {
     ft_config_t *cfg;
-    lexer lx;
-    const char *dir;            /* relative paths are joined to it; NULL: kept as given */
-    pos_t key_at[N_KEYS];       /* where the spec set each key */
-    pos_t block_at[B_COUNT];    /* where each block starts */
+    lexer_t lx;
+    const char *dir;             /* relative paths are joined to it; NULL: kept as given */
+    lex_pos_t key_at[N_KEYS];    /* where the spec set each key */
+    lex_pos_t block_at[B_COUNT]; /* where each block starts */
     int statements;
-    pos_t end;                  /* end of file, for "missing block" */
+    lex_pos_t end;               /* end of file, for "missing block" */
 } parser;
 
 /* "expected <what> after '<after>', found <token>" at the current token. */
 static int expected(parser *ps, const char *what, const char *after)
 {
     char found[96];
-    lexer *lx = &ps->lx;
-    return lx_fail_at(lx, lx->tok.line, lx->tok.col, "expected %s after '%s', found %s", what, after,
-                      describe(lx, found, sizeof found));
+    lexer_t *lx = &ps->lx;
+    return lex_fail_at(lx, lx->tok.line, lx->tok.col, "expected %s after '%s', found %s", what, after,
+                       lex_describe(lx, found, sizeof found));
 }
 
 static void *field(ft_config_t *cfg, size_t off) { return (char *)cfg + off; }
@@ -471,15 +268,15 @@ static int store_string(parser *ps, const key_def *k, const char *s, int line, i
     size_t n = strlen(s);
     if (k->type == KT_PATH && ps->dir && ps->dir[0] && s[0] && s[0] != '/') {
         if (strlen(ps->dir) + 1 + n >= sizeof out)
-            return lx_fail_at(&ps->lx, line, col, "path of '%s' is too long once joined to '%s'",
-                              k->name, ps->dir);
+            return lex_fail_at(&ps->lx, line, col, "path of '%s' is too long once joined to '%s'",
+                               k->name, ps->dir);
         ft_path_join(out, sizeof out, ps->dir, s);
         s = out;
         n = strlen(s);
     }
     if (n >= k->size)
-        return lx_fail_at(&ps->lx, line, col, "value of '%s' is longer than %zu bytes", k->name,
-                          k->size - 1);
+        return lex_fail_at(&ps->lx, line, col, "value of '%s' is longer than %zu bytes", k->name,
+                           k->size - 1);
     char *dst = field(ps->cfg, k->off);
     memset(dst, 0, k->size);
     memcpy(dst, s, n);
@@ -488,94 +285,46 @@ static int store_string(parser *ps, const key_def *k, const char *s, int line, i
 
 /* ================================================================== values */
 
-/* Copies a number token into buf as a C string; 0 when it does not fit. */
-static int tok_text(const token *t, char *buf, size_t cap)
-{
-    if (t->len >= cap)
-        return 0;
-    memcpy(buf, t->start, t->len);
-    buf[t->len] = 0;
-    return 1;
-}
-
-/* Whole-token integer; also 5e5 and 1e3 when they are exact integers. */
-static int parse_int(const token *t, int64_t *v)
-{
-    char buf[64];
-    if (t->kind != TK_NUMBER || !tok_text(t, buf, sizeof buf))
-        return -1;
-    char *end;
-    errno = 0;
-    long long ll = strtoll(buf, &end, 10);
-    if (*end == 0 && errno == 0) {
-        *v = ll;
-        return 0;
-    }
-    errno = 0;
-    double d = strtod(buf, &end);
-    if (*end || errno || d != floor(d) || fabs(d) > 9007199254740992.0)
-        return -1;
-    *v = (int64_t)d;
-    return 0;
-}
-
-static int parse_float(const token *t, double *v)
-{
-    char buf[64];
-    if (t->kind != TK_NUMBER || !tok_text(t, buf, sizeof buf))
-        return -1;
-    char *end;
-    errno = 0;
-    *v = strtod(buf, &end);
-    return *end == 0 && errno == 0 && isfinite(*v) ? 0 : -1;
-}
-
 static int value_int(parser *ps, const key_def *k, const char *after)
 {
-    lexer *lx = &ps->lx;
+    lexer_t *lx = &ps->lx;
     int64_t v;
-    if (parse_int(&lx->tok, &v) != 0)
+    if (lex_int(&lx->tok, &v) != 0)
         return expected(ps, "an integer", after);
     if (v < k->min) {
         if (k->min == 0)
-            return lx_fail_at(lx, lx->tok.line, lx->tok.col, "'%s' must not be negative, found %" PRId64,
-                              k->name, v);
-        return lx_fail_at(lx, lx->tok.line, lx->tok.col, "'%s' must be at least %" PRId64 ", found %" PRId64,
-                          k->name, k->min, v);
+            return lex_fail_at(lx, lx->tok.line, lx->tok.col, "'%s' must not be negative, found %" PRId64,
+                               k->name, v);
+        return lex_fail_at(lx, lx->tok.line, lx->tok.col, "'%s' must be at least %" PRId64 ", found %" PRId64,
+                           k->name, k->min, v);
     }
     store(ps->cfg, k, k->off, &v, sizeof v);
-    return lx_next(lx);
+    return lex_next(lx);
 }
 
 static int value_u64(parser *ps, const key_def *k, const char *after)
 {
-    lexer *lx = &ps->lx;
-    char buf[64], *end;
-    if (!tok_is(lx, TK_NUMBER) || !tok_text(&lx->tok, buf, sizeof buf) || !is_digit(buf[0]))
+    uint64_t u;
+    if (lex_u64(&ps->lx.tok, &u) != 0)
         return expected(ps, "a non-negative integer", after);
-    errno = 0;
-    unsigned long long v = strtoull(buf, &end, 10);
-    if (*end || errno)
-        return expected(ps, "a non-negative integer", after);
-    uint64_t u = v;
     store(ps->cfg, k, k->off, &u, sizeof u);
-    return lx_next(lx);
+    return lex_next(&ps->lx);
 }
 
 static int value_float(parser *ps, const key_def *k, size_t off, const char *after)
 {
     double v;
-    if (parse_float(&ps->lx.tok, &v) != 0)
+    if (lex_float(&ps->lx.tok, &v) != 0)
         return expected(ps, "a number", after);
     store(ps->cfg, k, off, &v, sizeof v);
-    return lx_next(&ps->lx);
+    return lex_next(&ps->lx);
 }
 
 static int value_float2(parser *ps, const key_def *k, const char *after)
 {
     if (value_float(ps, k, k->off, after) != 0)
         return -1;
-    if (parse_float(&ps->lx.tok, &(double){0}) != 0)
+    if (lex_float(&ps->lx.tok, &(double){0}) != 0)
         return expected(ps, "a second number", after);
     return value_float(ps, k, k->off2, after);
 }
@@ -583,7 +332,7 @@ static int value_float2(parser *ps, const key_def *k, const char *after)
 static int value_bool(parser *ps, const key_def *k, const char *after)
 {
     static const char *const yes[] = {"true", "on", "1"}, *const no[] = {"false", "off", "0"};
-    const token *t = &ps->lx.tok;
+    const lex_token_t *t = &ps->lx.tok;
     int v = -1;
     for (int i = 0; i < 3 && (t->kind == TK_IDENT || t->kind == TK_NUMBER); i++) {
         if (word_eq(t->start, t->len, yes[i]))
@@ -594,10 +343,10 @@ static int value_bool(parser *ps, const key_def *k, const char *after)
     if (v < 0)
         return expected(ps, "true/false/on/off/1/0", after);
     store(ps->cfg, k, k->off, &v, sizeof v);
-    return lx_next(&ps->lx);
+    return lex_next(&ps->lx);
 }
 
-static int find_word(const token *t, const char *const *names)
+static int find_word(const lex_token_t *t, const char *const *names)
 {
     for (int i = 0; t->kind == TK_IDENT && names[i]; i++)
         if (word_eq(t->start, t->len, names[i]))
@@ -615,67 +364,54 @@ static int value_enum(parser *ps, const key_def *k, const char *after)
         return expected(ps, what, after);
     }
     store(ps->cfg, k, k->off, &v, sizeof v);
-    return lx_next(&ps->lx);
+    return lex_next(&ps->lx);
 }
 
 static int value_word(parser *ps, const key_def *k, const char *after)
 {
-    lexer *lx = &ps->lx;
+    lexer_t *lx = &ps->lx;
     char list[256], what[300];
     list_words(list, sizeof list, k->names);
     int v = find_word(&lx->tok, k->names);
-    if (v < 0 && tok_is(lx, TK_IDENT))
-        return lx_fail_at(lx, lx->tok.line, lx->tok.col, "unknown %s '%.*s' (supported: %s)",
-                          k->block == B_MODEL ? "model family" : k->name, (int)lx->tok.len, lx->tok.start,
-                          list);
+    if (v < 0 && lex_is(lx, TK_IDENT))
+        return lex_fail_at(lx, lx->tok.line, lx->tok.col, "unknown %s '%.*s' (supported: %s)",
+                           k->block == B_MODEL ? "model family" : k->name, (int)lx->tok.len, lx->tok.start,
+                           list);
     if (v < 0) {
         snprintf(what, sizeof what, "one of %s", list);
         return expected(ps, what, after);
     }
     if (store_string(ps, k, k->names[v], lx->tok.line, lx->tok.col) != 0)
         return -1;
-    return lx_next(lx);
+    return lex_next(lx);
 }
 
 static int value_string(parser *ps, const key_def *k, const char *after)
 {
-    lexer *lx = &ps->lx;
-    if (!tok_is(lx, TK_STRING))
+    lexer_t *lx = &ps->lx;
+    if (!lex_is(lx, TK_STRING))
         return expected(ps, "a quoted string", after);
     if (store_string(ps, k, lx->tok.str, lx->tok.line, lx->tok.col) != 0)
         return -1;
-    return lx_next(lx);
+    return lex_next(lx);
 }
 
-/* 123, 1.5GiB, 512MiB: binary units only, so 40GiB means what it says. */
+/* 123, 1.5GiB, 512MiB (lex_size reads the units). */
 static int value_size(parser *ps, const key_def *k, const char *after)
 {
-    static const struct { const char *unit; double mult; } units[] = {
-        {"", 1.0}, {"B", 1.0}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
-        {"TiB", 1099511627776.0},
-    };
-    const char *what = "a size (bytes, or a number with B, KiB, MiB, GiB or TiB)";
-    char buf[64], *end;
-    if (!tok_is(&ps->lx, TK_NUMBER) || !tok_text(&ps->lx.tok, buf, sizeof buf))
-        return expected(ps, what, after);
-    errno = 0;
-    double m = strtod(buf, &end);
-    double mult = 0;
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (strcmp(end, units[i].unit) == 0)
-            mult = units[i].mult;
-    if (errno || mult == 0 || !isfinite(m))
-        return expected(ps, what, after);
-    double bytes = floor(m * mult + 0.5);
+    const lex_token_t *t = &ps->lx.tok;
+    double bytes;
+    if (lex_size(t, &bytes) != 0)
+        return expected(ps, "a size (bytes, or a number with B, KiB, MiB, GiB or TiB)", after);
     if (bytes < (double)k->min || bytes >= 9.2e18)
-        return lx_fail_at(&ps->lx, ps->lx.tok.line, ps->lx.tok.col, "'%s' must be between 0 and 8EiB, found %s",
-                          k->name, buf);
+        return lex_fail_at(&ps->lx, t->line, t->col, "'%s' must be between 0 and 8EiB, found %.*s", k->name,
+                           (int)t->len, t->start);
     int64_t v = (int64_t)bytes;
     store(ps->cfg, k, k->off, &v, sizeof v);
-    return lx_next(&ps->lx);
+    return lex_next(&ps->lx);
 }
 
-static int module_bits(const token *t)
+static int module_bits(const lex_token_t *t)
 {
     if (word_eq(t->start, t->len, "all"))
         return (int)ALL_MODULES;
@@ -689,11 +425,11 @@ static int module_bits(const token *t)
  * `targets q v dropout 0.1` reads as two entries). */
 static int value_targets(parser *ps, const key_def *k, const char *after)
 {
-    lexer *lx = &ps->lx;
+    lexer_t *lx = &ps->lx;
     unsigned mask = 0;
     int count = 0;
     for (;; count++) {
-        const token *t = &lx->tok;
+        const lex_token_t *t = &lx->tok;
         if (t->kind == TK_NL || t->kind == TK_RBRACE || t->kind == TK_EOF)
             break;
         if (t->kind == TK_IDENT && find_key(k->block, t->start, t->len, 1))
@@ -702,12 +438,12 @@ static int value_targets(parser *ps, const key_def *k, const char *after)
             return expected(ps, "a module name", after);
         int bits = module_bits(t);
         if (!bits)
-            return lx_fail_at(lx, t->line, t->col,
-                              "unknown module '%.*s' in '%s' (known: q_proj k_proj v_proj o_proj gate_proj "
-                              "up_proj down_proj, short q k v o gate up down, or all)",
-                              (int)t->len, t->start, k->name);
+            return lex_fail_at(lx, t->line, t->col,
+                               "unknown module '%.*s' in '%s' (known: q_proj k_proj v_proj o_proj gate_proj "
+                               "up_proj down_proj, short q k v o gate up down, or all)",
+                               (int)t->len, t->start, k->name);
         mask |= (unsigned)bits;
-        if (lx_next(lx) != 0)
+        if (lex_next(lx) != 0)
             return -1;
     }
     if (count == 0)
@@ -738,47 +474,45 @@ static int parse_value(parser *ps, const key_def *k, const char *after)
 
 /* ================================================================== blocks and statements */
 
-static pos_t tok_pos(const lexer *lx) { return (pos_t){lx->tok.line, lx->tok.col}; }
-
-static int skip_newlines(lexer *lx)
+static int skip_newlines(lexer_t *lx)
 {
-    while (tok_is(lx, TK_NL))
-        if (lx_next(lx) != 0)
+    while (lex_is(lx, TK_NL))
+        if (lex_next(lx) != 0)
             return -1;
     return 0;
 }
 
 static int unknown_key(parser *ps, block_id b)
 {
-    lexer *lx = &ps->lx;
-    const token *t = &lx->tok;
+    lexer_t *lx = &ps->lx;
+    const lex_token_t *t = &lx->tok;
     block_id other = find_block(t->start, t->len);
     if (other != B_COUNT && blocks[other].body != BODY_TEXT_ONLY)
-        return lx_fail_at(lx, t->line, t->col, "missing '}' to close block '%s' (opened at line %d) before block '%s'",
-                          blocks[b].name, ps->block_at[b].line, blocks[other].name);
+        return lex_fail_at(lx, t->line, t->col, "missing '}' to close block '%s' (opened at line %d) before block '%s'",
+                           blocks[b].name, ps->block_at[b].line, blocks[other].name);
     char known[600];
     list_keys(known, sizeof known, b, 1);
-    return lx_fail_at(lx, t->line, t->col, "unknown key '%.*s' in block '%s' (known: %s)", (int)t->len, t->start,
-                      blocks[b].name, known);
+    return lex_fail_at(lx, t->line, t->col, "unknown key '%.*s' in block '%s' (known: %s)", (int)t->len, t->start,
+                       blocks[b].name, known);
 }
 
 /* key value... */
 static int parse_entry(parser *ps, block_id b)
 {
-    lexer *lx = &ps->lx;
+    lexer_t *lx = &ps->lx;
     char found[96];
-    if (!tok_is(lx, TK_IDENT))
-        return lx_fail_at(lx, lx->tok.line, lx->tok.col, "expected a key or '}' in block '%s', found %s",
-                          blocks[b].name, describe(lx, found, sizeof found));
+    if (!lex_is(lx, TK_IDENT))
+        return lex_fail_at(lx, lx->tok.line, lx->tok.col, "expected a key or '}' in block '%s', found %s",
+                           blocks[b].name, lex_describe(lx, found, sizeof found));
     const key_def *k = find_key(b, lx->tok.start, lx->tok.len, 1);
     if (!k)
         return unknown_key(ps, b);
     size_t i = (size_t)(k - keys);
     if (ps->key_at[i].line)
-        return lx_fail_at(lx, lx->tok.line, lx->tok.col, "key '%s' given twice in block '%s' (first at line %d)",
-                          k->name, blocks[b].name, ps->key_at[i].line);
-    ps->key_at[i] = tok_pos(lx);
-    if (lx_next(lx) != 0)
+        return lex_fail_at(lx, lx->tok.line, lx->tok.col, "key '%s' given twice in block '%s' (first at line %d)",
+                           k->name, blocks[b].name, ps->key_at[i].line);
+    ps->key_at[i] = lex_pos(lx);
+    if (lex_next(lx) != 0)
         return -1;
     return parse_value(ps, k, k->name);
 }
@@ -786,18 +520,18 @@ static int parse_entry(parser *ps, block_id b)
 /* { entry... } with the current token on the '{'. */
 static int parse_braces(parser *ps, block_id b)
 {
-    lexer *lx = &ps->lx;
-    if (lx_next(lx) != 0)
+    lexer_t *lx = &ps->lx;
+    if (lex_next(lx) != 0)
         return -1;
     for (;;) {
         if (skip_newlines(lx) != 0)
             return -1;
-        if (tok_is(lx, TK_RBRACE))
-            return lx_next(lx);
-        if (tok_is(lx, TK_EOF))
-            return lx_fail_at(lx, lx->tok.line, lx->tok.col,
-                              "missing '}' to close block '%s' (opened at line %d), found end of file",
-                              blocks[b].name, ps->block_at[b].line);
+        if (lex_is(lx, TK_RBRACE))
+            return lex_next(lx);
+        if (lex_is(lx, TK_EOF))
+            return lex_fail_at(lx, lx->tok.line, lx->tok.col,
+                               "missing '}' to close block '%s' (opened at line %d), found end of file",
+                               blocks[b].name, ps->block_at[b].line);
         if (parse_entry(ps, b) != 0)
             return -1;
     }
@@ -805,57 +539,57 @@ static int parse_braces(parser *ps, block_id b)
 
 static int expect_line_end(parser *ps, block_id b)
 {
-    lexer *lx = &ps->lx;
+    lexer_t *lx = &ps->lx;
     char found[96];
-    if (tok_is(lx, TK_NL) || tok_is(lx, TK_EOF))
+    if (lex_is(lx, TK_NL) || lex_is(lx, TK_EOF))
         return 0;
-    return lx_fail_at(lx, lx->tok.line, lx->tok.col, "expected '{' or end of line after block '%s', found %s",
-                      blocks[b].name, describe(lx, found, sizeof found));
+    return lex_fail_at(lx, lx->tok.line, lx->tok.col, "expected '{' or end of line after block '%s', found %s",
+                       blocks[b].name, lex_describe(lx, found, sizeof found));
 }
 
 static int parse_body(parser *ps, block_id b)
 {
-    lexer *lx = &ps->lx;
+    lexer_t *lx = &ps->lx;
     char found[96];
-    if (tok_is(lx, TK_LBRACE))
+    if (lex_is(lx, TK_LBRACE))
         return parse_braces(ps, b);
     switch (blocks[b].body) {
     case BODY_OPTIONAL:
         return expect_line_end(ps, b);
     case BODY_INLINE:
-        if (tok_is(lx, TK_NL) || tok_is(lx, TK_EOF))
-            return lx_fail_at(lx, lx->tok.line, lx->tok.col, "expected a key or '{' after '%s', found %s",
-                              blocks[b].name, describe(lx, found, sizeof found));
+        if (lex_is(lx, TK_NL) || lex_is(lx, TK_EOF))
+            return lex_fail_at(lx, lx->tok.line, lx->tok.col, "expected a key or '{' after '%s', found %s",
+                               blocks[b].name, lex_describe(lx, found, sizeof found));
         if (parse_entry(ps, b) != 0)
             return -1;
         return expect_line_end(ps, b);
     default:
-        return lx_fail_at(lx, lx->tok.line, lx->tok.col, "expected '{' to open block '%s', found %s",
-                          blocks[b].name, describe(lx, found, sizeof found));
+        return lex_fail_at(lx, lx->tok.line, lx->tok.col, "expected '{' to open block '%s', found %s",
+                           blocks[b].name, lex_describe(lx, found, sizeof found));
     }
 }
 
 static int parse_statement(parser *ps)
 {
-    lexer *lx = &ps->lx;
-    const token *t = &lx->tok;
+    lexer_t *lx = &ps->lx;
+    const lex_token_t *t = &lx->tok;
     char found[96], known[200];
     list_blocks(known, sizeof known);
-    if (!tok_is(lx, TK_IDENT))
-        return lx_fail_at(lx, t->line, t->col, "expected a block (%s), found %s", known,
-                          describe(lx, found, sizeof found));
+    if (!lex_is(lx, TK_IDENT))
+        return lex_fail_at(lx, t->line, t->col, "expected a block (%s), found %s", known,
+                           lex_describe(lx, found, sizeof found));
     block_id b = find_block(t->start, t->len);
     if (b == B_COUNT || blocks[b].body == BODY_TEXT_ONLY)
-        return lx_fail_at(lx, t->line, t->col, "unknown block '%.*s' (known: %s)", (int)t->len, t->start, known);
+        return lex_fail_at(lx, t->line, t->col, "unknown block '%.*s' (known: %s)", (int)t->len, t->start, known);
     if (ps->block_at[b].line)
-        return lx_fail_at(lx, t->line, t->col, "duplicate block '%s' (first at line %d)", blocks[b].name,
-                          ps->block_at[b].line);
-    ps->block_at[b] = tok_pos(lx);
-    if (lx_next(lx) != 0)
+        return lex_fail_at(lx, t->line, t->col, "duplicate block '%s' (first at line %d)", blocks[b].name,
+                           ps->block_at[b].line);
+    ps->block_at[b] = lex_pos(lx);
+    if (lex_next(lx) != 0)
         return -1;
     const key_def *head = head_key(b);
     if (head) {
-        ps->key_at[head - keys] = tok_pos(lx);
+        ps->key_at[head - keys] = lex_pos(lx);
         if (parse_value(ps, head, blocks[b].name) != 0)
             return -1;
     }
@@ -864,19 +598,19 @@ static int parse_statement(parser *ps)
 
 static int parse_all(parser *ps)
 {
-    lexer *lx = &ps->lx;
-    if (lx_next(lx) != 0)
+    lexer_t *lx = &ps->lx;
+    if (lex_next(lx) != 0)
         return -1;
     for (;;) {
         if (skip_newlines(lx) != 0)
             return -1;
-        if (tok_is(lx, TK_EOF))
+        if (lex_is(lx, TK_EOF))
             break;
         if (parse_statement(ps) != 0)
             return -1;
         ps->statements++;
     }
-    ps->end = tok_pos(lx);
+    ps->end = lex_pos(lx);
     return 0;
 }
 
@@ -892,7 +626,7 @@ static void parser_init(parser *ps, ft_config_t *cfg, const char *text, const ch
     memset(ps, 0, sizeof *ps);
     ps->cfg = cfg;
     ps->dir = dir ? dir : "";
-    lx_init(&ps->lx, text, name, 1, e);
+    lex_init(&ps->lx, text, name, 1, e);
 }
 
 int fe_parse_string(const char *text, const char *name, const char *dir, ft_config_t *cfg, ft_err_t *e)
@@ -926,18 +660,18 @@ static int check_nul(const char *path, const char *data, size_t len, ft_err_t *e
 
 static int require_blocks(parser *ps)
 {
-    lexer *lx = &ps->lx;
+    lexer_t *lx = &ps->lx;
     if (ps->statements == 0)
-        return lx_fail_at(lx, ps->end.line, ps->end.col, "empty spec: expected blocks 'model', 'train' and 'data'");
+        return lex_fail_at(lx, ps->end.line, ps->end.col, "empty spec: expected blocks 'model', 'train' and 'data'");
     static const block_id needed[] = {B_MODEL, B_TRAIN, B_DATA};
     for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++)
         if (!ps->block_at[needed[i]].line)
-            return lx_fail_at(lx, ps->end.line, ps->end.col, "missing block '%s' (a spec needs model, train and data)",
-                              blocks[needed[i]].name);
+            return lex_fail_at(lx, ps->end.line, ps->end.col, "missing block '%s' (a spec needs model, train and data)",
+                               blocks[needed[i]].name);
     const key_def *train = find_key(B_DATA, "train", 5, 1);
     if (!ps->key_at[train - keys].line)
-        return lx_fail_at(lx, ps->block_at[B_DATA].line, ps->block_at[B_DATA].col,
-                          "block 'data' needs 'train' (the token file to train on)");
+        return lex_fail_at(lx, ps->block_at[B_DATA].line, ps->block_at[B_DATA].col,
+                           "block 'data' needs 'train' (the token file to train on)");
     return 0;
 }
 
@@ -960,8 +694,8 @@ static int merge_hf(parser *ps)
     if (fe_read_hf_config(ps->cfg->from, hf, &inner) != 0) {
         free(hf);
         const key_def *from = find_key(B_MODEL, "from", 4, 1);
-        pos_t at = ps->key_at[from - keys];
-        return lx_fail_at(&ps->lx, at.line, at.col, "model.from: %s", inner.msg);
+        lex_pos_t at = ps->key_at[from - keys];
+        return lex_fail_at(&ps->lx, at.line, at.col, "model.from: %s", inner.msg);
     }
     for (size_t i = 0; i < N_KEYS; i++)
         if (keys[i].block == B_MODEL && ps->key_at[i].line)
@@ -1054,11 +788,11 @@ static int raw_string(parser *ps, const key_def *k, const char *v, const char *e
     char buf[FT_PATH_MAX];
     size_t n = (size_t)(end - v);
     if (n >= sizeof buf)
-        return lx_fail_at(&ps->lx, 0, 0, "value of '%s' is longer than %d bytes", k->name, FT_PATH_MAX - 1);
+        return lex_fail_at(&ps->lx, 0, 0, "value of '%s' is longer than %d bytes", k->name, FT_PATH_MAX - 1);
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-            return lx_fail_at(&ps->lx, 0, 0, "control byte 0x%02x in the value of '%s'", (unsigned char)v[i],
-                              k->name);
+            return lex_fail_at(&ps->lx, 0, 0, "control byte 0x%02x in the value of '%s'", (unsigned char)v[i],
+                               k->name);
     memcpy(buf, v, n);
     buf[n] = 0;
     return store_string(ps, k, buf, 0, 0);
@@ -1085,11 +819,11 @@ static int apply_kv(ft_config_t *cfg, const char *kv, const char *label, ft_err_
         rc = raw_string(ps, k, vs, ve);
     } else {
         /* the value is lexed from vs to the end of kv; trailing blanks lex to nothing */
-        rc = lx_next(&ps->lx) || parse_value(ps, k, k->name);
-        if (rc == 0 && !tok_is(&ps->lx, TK_EOF)) {
+        rc = lex_next(&ps->lx) || parse_value(ps, k, k->name);
+        if (rc == 0 && !lex_is(&ps->lx, TK_EOF)) {
             char found[96];
-            rc = lx_fail_at(&ps->lx, 0, 0, "unexpected %s after the value of '%s'", describe(&ps->lx, found, sizeof found),
-                            k->name);
+            rc = lex_fail_at(&ps->lx, 0, 0, "unexpected %s after the value of '%s'", lex_describe(&ps->lx, found, sizeof found),
+                             k->name);
         }
     }
     free(ps);

@@ -126,16 +126,21 @@ int ir_leaf(ir_graph_t *g, const char *name, ir_role_t role, ir_dtype_t dt, int 
     for (int i = 0; i < ndim; i++)
         if (shape[i] <= 0)
             return ir_error(g, "leaf '%s': dimension %d is %lld", name, i, (long long)shape[i]);
+    /* name and shape may point into the tensor array, which moves when it grows */
+    char namec[IR_NAME_MAX];
+    int64_t shapec[IR_MAX_DIMS] = {0};
+    snprintf(namec, sizeof namec, "%s", name);
+    for (int i = 0; i < ndim; i++)
+        shapec[i] = shape[i];
     int id = new_tensor(g);
     ir_tensor_t *t = &g->t[id];
     t->op = OP_LEAF;
     t->role = role;
     t->dtype = dt;
     t->ndim = ndim;
-    for (int i = 0; i < ndim; i++)
-        t->shape[i] = shape[i];
+    memcpy(t->shape, shapec, sizeof t->shape);
     t->block = -1;
-    snprintf(t->name, IR_NAME_MAX, "%s", name);
+    memcpy(t->name, namec, sizeof t->name);
     return id;
 }
 

@@ -28,9 +28,16 @@ static uint64_t fingerprint(const plan_t *p)
     return ft_fnv1a(h, k, sizeof k);
 }
 
-static void add_tensor(st_wtensor_t *w, int *n, char **names, const ir_tensor_t *t, const void *data,
-                       const char *prefix)
+/* Adds tensor `id`'s bytes (copied off the device) under the name prefix + t's name. */
+static int add_tensor(rt_exec_t *x, st_wtensor_t *w, int *n, char **names, void **bufs, const ir_tensor_t *t, int id,
+                      const char *prefix, ft_err_t *e)
 {
+    bufs[*n] = ft_xmalloc((size_t)ir_nbytes(&x->g->t[id]));
+    if (x->ops->read(x, id, bufs[*n], e) != 0) {
+        free(bufs[*n]);
+        return -1;
+    }
+    const void *data = bufs[*n];
     size_t len = strlen(prefix) + strlen(t->name) + 1;
     names[*n] = ft_xmalloc(len);
     snprintf(names[*n], len, "%s%s", prefix, t->name);
@@ -43,21 +50,24 @@ static void add_tensor(st_wtensor_t *w, int *n, char **names, const ir_tensor_t 
         o->shape[d] = t->shape[d];
     o->data = data;
     (*n)++;
+    return 0;
 }
 
-int rt_ckpt_save(const char *dir, const rt_cpu_t *x, const plan_t *p, int64_t step, ft_err_t *e)
+int rt_ckpt_save(const char *dir, rt_exec_t *x, const plan_t *p, int64_t step, ft_err_t *e)
 {
     const ir_graph_t *g = &p->g;
     st_wtensor_t *w = ft_xcalloc((size_t)g->n * 3 + 1, sizeof *w);
     char **names = ft_xcalloc((size_t)g->n * 3 + 1, sizeof *names);
-    int n = 0;
-    for (int i = 0; i < g->n; i++) {
+    void **bufs = ft_xcalloc((size_t)g->n * 3 + 1, sizeof *bufs);
+    int n = 0, rc = 0;
+    for (int i = 0; i < g->n && rc == 0; i++) {
         const ir_tensor_t *t = &g->t[i];
         if (t->role != IR_TRAINABLE || t->dtype != IR_F32 || t->state[0] < 0)
             continue;
-        add_tensor(w, &n, names, t, rt_cpu_ptr(x, i), "");
-        add_tensor(w, &n, names, t, rt_cpu_ptr(x, t->state[0]), "adam_m:");
-        add_tensor(w, &n, names, t, rt_cpu_ptr(x, t->state[1]), "adam_v:");
+        if (add_tensor(x, w, &n, names, bufs, t, i, "", e) != 0 ||
+            add_tensor(x, w, &n, names, bufs, t, t->state[0], "adam_m:", e) != 0 ||
+            add_tensor(x, w, &n, names, bufs, t, t->state[1], "adam_v:", e) != 0)
+            rc = -1;
     }
     char steps[32], fp[32];
     snprintf(steps, sizeof steps, "%" PRId64, step);
@@ -65,15 +75,19 @@ int rt_ckpt_save(const char *dir, const rt_cpu_t *x, const plan_t *p, int64_t st
     const char *meta[] = {"format", "ftc-checkpoint", "step", steps, "fingerprint", fp, NULL};
     char path[FT_PATH_MAX + 64];
     ft_path_join(path, sizeof path, dir, CKPT_FILE);
-    int rc = st_write(path, w, n, meta, e);
-    for (int i = 0; i < n; i++)
+    if (rc == 0)
+        rc = st_write(path, w, n, meta, e);
+    for (int i = 0; i < n; i++) {
         free(names[i]);
+        free(bufs[i]);
+    }
     free(names);
+    free(bufs);
     free(w);
     return rc;
 }
 
-static int restore(rt_cpu_t *x, const st_model_t *m, const char *path, int id, ft_err_t *e)
+static int restore(rt_exec_t *x, const st_model_t *m, const char *path, int id, ft_err_t *e)
 {
     const ir_tensor_t *t = &x->g->t[id];
     const char *key = t->name;
@@ -82,11 +96,15 @@ static int restore(rt_cpu_t *x, const st_model_t *m, const char *path, int id, f
         return ft_fail(e, "%s: no tensor '%s'", path, key);
     if (st->dtype != ST_F32 || (int64_t)st->nbytes != ir_nbytes(t))
         return ft_fail(e, "%s: tensor '%s' has the wrong dtype or size", path, key);
-    memcpy(rt_cpu_ptr(x, id), st->data, st->nbytes);
-    return 0;
+    /* the mapping may be unaligned for the device copy: go through an aligned buffer */
+    void *buf = ft_xmalloc(st->nbytes);
+    memcpy(buf, st->data, st->nbytes);
+    int rc = x->ops->write(x, id, buf, e);
+    free(buf);
+    return rc;
 }
 
-int rt_ckpt_load(const char *dir, rt_cpu_t *x, const plan_t *p, int64_t *step, ft_err_t *e)
+int rt_ckpt_load(const char *dir, rt_exec_t *x, const plan_t *p, int64_t *step, ft_err_t *e)
 {
     char path[FT_PATH_MAX + 64];
     ft_path_join(path, sizeof path, dir, CKPT_FILE);

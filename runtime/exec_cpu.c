@@ -10,40 +10,8 @@
 
 void *rt_cpu_ptr(const rt_cpu_t *x, int id) { return x->arena + x->g->t[id].offset; }
 
-static void load(const ir_tensor_t *t, const void *p, double *out)
-{
-    int64_t n = ir_numel(t);
-    switch (t->dtype) {
-    case IR_F32: for (int64_t i = 0; i < n; i++) out[i] = ((const float *)p)[i]; break;
-    case IR_BF16: for (int64_t i = 0; i < n; i++) out[i] = ft_bf16_to_f32(((const uint16_t *)p)[i]); break;
-    case IR_F16: for (int64_t i = 0; i < n; i++) out[i] = ft_f16_to_f32(((const uint16_t *)p)[i]); break;
-    case IR_I32: for (int64_t i = 0; i < n; i++) out[i] = ((const int32_t *)p)[i]; break;
-    case IR_F64: memcpy(out, p, (size_t)n * sizeof *out); break;
-    default: break;
-    }
-}
-
-static void store(const ir_tensor_t *t, void *p, const double *in)
-{
-    int64_t n = ir_numel(t);
-    switch (t->dtype) {
-    case IR_F32: for (int64_t i = 0; i < n; i++) ((float *)p)[i] = (float)in[i]; break;
-    case IR_BF16: for (int64_t i = 0; i < n; i++) ((uint16_t *)p)[i] = ft_f32_to_bf16((float)in[i]); break;
-    case IR_F16: for (int64_t i = 0; i < n; i++) ((uint16_t *)p)[i] = ft_f32_to_f16((float)in[i]); break;
-    case IR_I32: for (int64_t i = 0; i < n; i++) ((int32_t *)p)[i] = (int32_t)lrint(in[i]); break;
-    case IR_F64: memcpy(p, in, (size_t)n * sizeof *in); break;
-    default: break;
-    }
-}
-
-void rt_cpu_read(const rt_cpu_t *x, int id, double *out) { load(&x->g->t[id], rt_cpu_ptr(x, id), out); }
-void rt_cpu_write(rt_cpu_t *x, int id, const double *in) { store(&x->g->t[id], rt_cpu_ptr(x, id), in); }
-void rt_cpu_zero(rt_cpu_t *x, int id) { memset(rt_cpu_ptr(x, id), 0, (size_t)ir_nbytes(&x->g->t[id])); }
-
-void rt_cpu_write_i32(rt_cpu_t *x, int id, const int32_t *in)
-{
-    memcpy(rt_cpu_ptr(x, id), in, (size_t)ir_numel(&x->g->t[id]) * sizeof *in);
-}
+static void load(const ir_tensor_t *t, const void *p, double *out) { rt_load_f64(t->dtype, p, ir_numel(t), out); }
+static void store(const ir_tensor_t *t, void *p, const double *in) { rt_store_f64(t->dtype, in, ir_numel(t), p); }
 
 static int64_t node_scratch(const ir_graph_t *g, const ir_tensor_t *t)
 {
@@ -132,5 +100,67 @@ int rt_cpu_run(rt_cpu_t *x, ir_phase_t phase)
         if (run_node(x, id) != 0)
             return -1;
     }
+    return 0;
+}
+
+/* ---- the executor interface ---- */
+
+static rt_cpu_t *impl(rt_exec_t *x) { return x->impl; }
+
+static int cpu_run(rt_exec_t *x, ir_phase_t phase, ft_err_t *e)
+{
+    (void)e;
+    return rt_cpu_run(impl(x), phase);
+}
+
+static int cpu_read(rt_exec_t *x, int id, void *dst, ft_err_t *e)
+{
+    memcpy(dst, rt_cpu_ptr(impl(x), id), (size_t)ir_nbytes(&x->g->t[id]));
+    return 0;
+}
+
+static int cpu_write(rt_exec_t *x, int id, const void *src, ft_err_t *e)
+{
+    memcpy(rt_cpu_ptr(impl(x), id), src, (size_t)ir_nbytes(&x->g->t[id]));
+    return 0;
+}
+
+static int cpu_zero(rt_exec_t *x, int id, ft_err_t *e)
+{
+    memset(rt_cpu_ptr(impl(x), id), 0, (size_t)ir_nbytes(&x->g->t[id]));
+    return 0;
+}
+
+static int cpu_find_nonfinite(rt_exec_t *x, ir_phase_t phase, int *node, ft_err_t *e)
+{
+    rt_cpu_t *c = impl(x);
+    c->guard = 1;
+    c->bad_node = -1;
+    rt_cpu_run(c, phase);
+    c->guard = 0;
+    *node = c->bad_node;
+    return 0;
+}
+
+static void cpu_destroy(rt_exec_t *x)
+{
+    rt_cpu_free(impl(x));
+    free(x->impl);
+}
+
+static const rt_exec_ops_t cpu_ops = {
+    .name = "cpu", .run = cpu_run, .read = cpu_read, .write = cpu_write, .zero = cpu_zero,
+    .find_nonfinite = cpu_find_nonfinite, .destroy = cpu_destroy,
+};
+
+int rt_exec_open_cpu(rt_exec_t *x, const ir_graph_t *g, ft_err_t *e)
+{
+    memset(x, 0, sizeof *x);
+    rt_cpu_t *c = ft_xcalloc(1, sizeof *c);
+    if (rt_cpu_init(c, g, e) != 0) {
+        free(c);
+        return -1;
+    }
+    *x = (rt_exec_t){.ops = &cpu_ops, .g = g, .arena_bytes = c->arena_bytes, .impl = c};
     return 0;
 }

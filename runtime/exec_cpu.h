@@ -3,7 +3,7 @@
 #ifndef FTC_EXEC_CPU_H
 #define FTC_EXEC_CPU_H
 
-#include "plan.h"
+#include "exec.h"
 
 typedef struct {
     const ir_graph_t *g;
@@ -21,12 +21,6 @@ void rt_cpu_free(rt_cpu_t *x);
 /* Runs every scheduled node of `phase`, in order. With guard on, stops at the first node
  * whose output holds a NaN or Inf and returns -1 (bad_node names it). */
 int rt_cpu_run(rt_cpu_t *x, ir_phase_t phase);
-
-/* Host access to a tensor's storage, converting from/to its dtype. */
-void rt_cpu_read(const rt_cpu_t *x, int id, double *out);
-void rt_cpu_write(rt_cpu_t *x, int id, const double *in);
-void rt_cpu_write_i32(rt_cpu_t *x, int id, const int32_t *in);
-void rt_cpu_zero(rt_cpu_t *x, int id);
 void *rt_cpu_ptr(const rt_cpu_t *x, int id);
 
 #endif

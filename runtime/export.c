@@ -11,19 +11,23 @@
 #include "weights.h"
 
 /* float32 copies of the chosen weights, named as in the graph */
-static int write_weights(const char *path, const rt_cpu_t *x, const plan_t *p, bool trainable_only, ft_err_t *e)
+static int write_weights(const char *path, rt_exec_t *x, const plan_t *p, bool trainable_only, ft_err_t *e)
 {
     const ir_graph_t *g = &p->g;
     st_wtensor_t *w = ft_xcalloc((size_t)p->nw + 1, sizeof *w);
     float **bufs = ft_xcalloc((size_t)p->nw + 1, sizeof *bufs);
-    int n = 0;
+    int n = 0, rc = 0;
     for (int i = 0; i < p->nw; i++) {
         const ir_tensor_t *t = &g->t[p->w[i].tensor];
         if (trainable_only && t->role != IR_TRAINABLE)
             continue;
         int64_t ne = ir_numel(t);
         double *d = ft_xmalloc((size_t)ne * sizeof *d);
-        rt_cpu_read(x, p->w[i].tensor, d);
+        if (rt_exec_read_f64(x, p->w[i].tensor, d, e) != 0) {
+            free(d);
+            rc = -1;
+            break;
+        }
         bufs[n] = ft_xmalloc((size_t)ne * sizeof(float));
         for (int64_t k = 0; k < ne; k++)
             bufs[n][k] = (float)d[k];
@@ -37,7 +41,8 @@ static int write_weights(const char *path, const rt_cpu_t *x, const plan_t *p, b
         n++;
     }
     const char *meta[] = {"format", "pt", NULL};
-    int rc = st_write(path, w, n, meta, e);
+    if (rc == 0)
+        rc = st_write(path, w, n, meta, e);
     for (int i = 0; i < n; i++)
         free(bufs[i]);
     free(bufs);
@@ -99,7 +104,7 @@ static json_t *hf_config(const ft_config_t *c)
     return j;
 }
 
-int rt_export(const char *dir, const rt_cpu_t *x, const plan_t *p, ft_err_t *e)
+int rt_export(const char *dir, rt_exec_t *x, const plan_t *p, ft_err_t *e)
 {
     if (ft_mkdir_p(dir, e) != 0)
         return -1;

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "../models/models.h"
-#include "exec_cpu.h"
+#include "exec.h"
 #include "tokdata.h"
 #include "train.h"
 #include "weights.h"
@@ -19,7 +19,7 @@ typedef struct {
     plan_t *p;
     const ft_config_t *c;
     const rt_train_opts_t *o;
-    rt_cpu_t x;
+    rt_exec_t x;
     td_file_t data;
     td_order_t order;
     int64_t nrows, steps;
@@ -97,28 +97,20 @@ static int64_t load_batch(trainer_t *T, int64_t k, bool in_file_order, ft_err_t 
                      T->doc + b * S, e) != 0)
             return -1;
     }
-    rt_cpu_write_i32(&T->x, T->in_tokens, T->tokens);
-    rt_cpu_write_i32(&T->x, T->in_targets, T->targets);
-    if (T->in_pos >= 0)
-        rt_cpu_write_i32(&T->x, T->in_pos, T->pos);
-    if (T->in_doc >= 0)
-        rt_cpu_write_i32(&T->x, T->in_doc, T->doc);
-    if (T->in_rng >= 0) {
-        int32_t rng[2] = {(int32_t)(c->seed & 0x7fffffff), (int32_t)(k & 0x7fffffff)};
-        rt_cpu_write_i32(&T->x, T->in_rng, rng);
-    }
+    rt_exec_t *x = &T->x;
+    int32_t rng[2] = {(int32_t)(c->seed & 0x7fffffff), (int32_t)(k & 0x7fffffff)};
+    if (x->ops->write(x, T->in_tokens, T->tokens, e) != 0 || x->ops->write(x, T->in_targets, T->targets, e) != 0 ||
+        (T->in_pos >= 0 && x->ops->write(x, T->in_pos, T->pos, e) != 0) ||
+        (T->in_doc >= 0 && x->ops->write(x, T->in_doc, T->doc, e) != 0) ||
+        (T->in_rng >= 0 && x->ops->write(x, T->in_rng, rng, e) != 0))
+        return -1;
     return td_count_targets(T->targets, B * S);
 }
 
-static double read_scalar(const trainer_t *T, int id)
-{
-    double v = 0;
-    rt_cpu_read(&T->x, id, &v);
-    return v;
-}
+static int read_scalar(trainer_t *T, int id, double *v, ft_err_t *e) { return rt_exec_read_f64(&T->x, id, v, e); }
 
 /* The first trainable weight holding a NaN or Inf, or -1. */
-static int diverged_weight(const trainer_t *T)
+static int diverged_weight(trainer_t *T)
 {
     const ir_graph_t *g = &T->p->g;
     for (int i = 0; i < g->n; i++) {
@@ -126,8 +118,8 @@ static int diverged_weight(const trainer_t *T)
             continue;
         int64_t n = ir_numel(&g->t[i]);
         double *v = ft_xmalloc((size_t)n * sizeof *v);
-        rt_cpu_read(&T->x, i, v);
-        bool bad = false;
+        ft_err_t ignored;
+        bool bad = rt_exec_read_f64(&T->x, i, v, &ignored) != 0;
         for (int64_t k = 0; k < n && !bad; k++)
             bad = !isfinite(v[k]);
         free(v);
@@ -146,20 +138,20 @@ static int explain_nonfinite(trainer_t *T, int64_t step, const char *what, ft_er
         return ft_fail(e, "step %lld: %s is not finite: weight '%s' holds NaN/Inf after the previous update "
                           "(training diverged: lower train.lr or set train.grad_clip)",
                        (long long)step + 1, what, T->p->g.t[w].name);
-    T->x.guard = 1;
-    rt_cpu_run(&T->x, IR_PH_MICRO);
-    if (T->x.bad_node < 0)
-        rt_cpu_run(&T->x, IR_PH_OPT);
-    T->x.guard = 0;
-    if (T->x.bad_node >= 0) {
-        const ir_tensor_t *t = &T->p->g.t[T->x.bad_node];
+    int bad = -1;
+    if (T->x.ops->find_nonfinite(&T->x, IR_PH_MICRO, &bad, e) != 0)
+        return -1;
+    if (bad < 0 && T->x.ops->find_nonfinite(&T->x, IR_PH_OPT, &bad, e) != 0)
+        return -1;
+    if (bad >= 0) {
+        const ir_tensor_t *t = &T->p->g.t[bad];
         return ft_fail(e, "step %lld: %s is not finite; the first NaN/Inf comes from '%s' (%s)", (long long)step + 1,
                        what, t->name, ir_ops[t->op]->name);
     }
     return ft_fail(e, "step %lld: %s is not finite", (long long)step + 1, what);
 }
 
-static void set_hyper(trainer_t *T, int64_t step, int64_t ntok)
+static int set_hyper(trainer_t *T, int64_t step, int64_t ntok, ft_err_t *e)
 {
     const ft_config_t *c = T->c;
     double h[IR_HYPER_COUNT] = {0};
@@ -172,14 +164,15 @@ static void set_hyper(trainer_t *T, int64_t step, int64_t ntok)
     h[IR_HYPER_BC2] = 1.0 - pow(c->beta2, (double)(step + 1));
     h[IR_HYPER_INV_NTOK] = ntok > 0 ? 1.0 / (double)ntok : 0.0;
     h[IR_HYPER_CLIP] = c->grad_clip;
-    rt_cpu_write(&T->x, T->in_hyper, h);
+    return rt_exec_write_f64(&T->x, T->in_hyper, h, e);
 }
 
-static void zero_grads(trainer_t *T)
+static int zero_grads(trainer_t *T, ft_err_t *e)
 {
     for (int i = 0; i < T->p->g.n; i++)
-        if (T->p->g.t[i].role == IR_GRAD)
-            rt_cpu_zero(&T->x, i);
+        if (T->p->g.t[i].role == IR_GRAD && T->x.ops->zero(&T->x, i, e) != 0)
+            return -1;
+    return 0;
 }
 
 typedef struct {
@@ -190,23 +183,23 @@ typedef struct {
 static int train_step(trainer_t *T, int64_t step, step_stats_t *st, ft_err_t *e)
 {
     const ft_config_t *c = T->c;
-    zero_grads(T);
+    if (zero_grads(T, e) != 0)
+        return -1;
     double loss_sum = 0;
     int64_t ntok = 0;
     for (int64_t micro = 0; micro < c->grad_accum; micro++) {
         int64_t n = load_batch(T, step * c->grad_accum + micro, false, e);
-        if (n < 0)
+        double l = 0;
+        if (n < 0 || T->x.ops->run(&T->x, IR_PH_MICRO, e) != 0 || read_scalar(T, T->loss, &l, e) != 0)
             return -1;
-        rt_cpu_run(&T->x, IR_PH_MICRO);
-        double l = read_scalar(T, T->loss);
         if (!isfinite(l))
             return explain_nonfinite(T, step, "the loss", e);
         loss_sum += l;
         ntok += n;
     }
-    set_hyper(T, step, ntok);
-    rt_cpu_run(&T->x, IR_PH_OPT);
-    st->gnorm = read_scalar(T, T->gnorm);
+    if (set_hyper(T, step, ntok, e) != 0 || T->x.ops->run(&T->x, IR_PH_OPT, e) != 0 ||
+        read_scalar(T, T->gnorm, &st->gnorm, e) != 0)
+        return -1;
     if (!isfinite(st->gnorm))
         return explain_nonfinite(T, step, "the gradient norm", e);
     st->loss = ntok > 0 ? loss_sum / (double)ntok : 0.0;
@@ -261,10 +254,10 @@ static int run_eval(trainer_t *T, ft_err_t *e)
     int64_t ntok = 0;
     for (int64_t micro = 0; micro < T->c->grad_accum; micro++) {
         int64_t n = load_batch(T, micro, true, e);
-        if (n < 0)
+        double l = 0;
+        if (n < 0 || T->x.ops->run(&T->x, IR_PH_MICRO, e) != 0 || read_scalar(T, T->loss, &l, e) != 0)
             return -1;
-        rt_cpu_run(&T->x, IR_PH_MICRO);
-        loss_sum += read_scalar(T, T->loss);
+        loss_sum += l;
         ntok += n;
     }
     printf("eval loss %.9g over %lld target tokens\n", ntok > 0 ? loss_sum / (double)ntok : 0.0, (long long)ntok);
@@ -337,8 +330,7 @@ static void trainer_free(trainer_t *T)
     td_order_free(&T->order);
     if (T->data.map)
         td_close(&T->data);
-    if (T->x.arena)
-        rt_cpu_free(&T->x);
+    rt_exec_close(&T->x);
 }
 
 int rt_train(plan_t *p, const rt_train_opts_t *o, ft_err_t *e)
@@ -357,7 +349,7 @@ int rt_train(plan_t *p, const rt_train_opts_t *o, ft_err_t *e)
     if (rc == 0)
         rc = open_data(&T, e);
     if (rc == 0)
-        rc = rt_cpu_init(&T.x, &p->g, e);
+        rc = rt_exec_open_cpu(&T.x, &p->g, e);
     if (rc == 0)
         rc = rt_weights_init(&T.x, p, e);
     if (rc == 0 && o->resume_dir)

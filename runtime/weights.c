@@ -46,7 +46,7 @@ static void shape_text(int ndim, const int64_t *shape, char *buf, size_t cap)
 }
 
 /* Copies a stored tensor into the arena after checking it is the one the config needs. */
-static int load_tensor(rt_cpu_t *x, int id, const st_model_t *m, const char *src, const char *key, double *buf,
+static int load_tensor(rt_exec_t *x, int id, const st_model_t *m, const char *src, const char *key, double *buf,
                        ft_err_t *e)
 {
     const ir_tensor_t *t = &x->g->t[id];
@@ -67,8 +67,7 @@ static int load_tensor(rt_cpu_t *x, int id, const st_model_t *m, const char *src
                        st_dtype_name(st->dtype));
     if (st_read_f64(st, buf, e) != 0)
         return -1;
-    rt_cpu_write(x, id, buf);
-    return 0;
+    return rt_exec_write_f64(x, id, buf, e);
 }
 
 static int open_sources(const plan_t *p, st_model_t *base, st_model_t *adapter, bool *has_base, bool *has_adapter,
@@ -95,7 +94,7 @@ static int open_sources(const plan_t *p, st_model_t *base, st_model_t *adapter, 
     return 0;
 }
 
-int rt_weights_init(rt_cpu_t *x, const plan_t *p, ft_err_t *e)
+int rt_weights_init(rt_exec_t *x, const plan_t *p, ft_err_t *e)
 {
     st_model_t base = {0}, adapter = {0};
     bool has_base = false, has_adapter = false;
@@ -114,13 +113,13 @@ int rt_weights_init(rt_cpu_t *x, const plan_t *p, ft_err_t *e)
         } else {
             uint64_t seed = t->role == IR_TRAINABLE && p->cfg.tuner == FT_TUNER_LORA ? p->cfg.seed : p->cfg.init_seed;
             init_values(w, t->name, seed, buf, n);
-            rt_cpu_write(x, w->tensor, buf);
+            rc = rt_exec_write_f64(x, w->tensor, buf, e);
         }
         free(buf);
     }
-    for (int i = 0; i < p->g.n; i++)
+    for (int i = 0; i < p->g.n && rc == 0; i++)
         if (p->g.t[i].role == IR_GRAD || p->g.t[i].role == IR_OPTSTATE)
-            rt_cpu_zero(x, i);
+            rc = x->ops->zero(x, i, e);
     if (has_base)
         st_close(&base);
     if (has_adapter)

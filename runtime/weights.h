@@ -3,20 +3,20 @@
 #ifndef FTC_WEIGHTS_H
 #define FTC_WEIGHTS_H
 
-#include "exec_cpu.h"
+#include "exec.h"
 #include "plan.h"
 
 /* Fills every manifest weight; gradient buffers and optimizer state start at zero. */
-int rt_weights_init(rt_cpu_t *x, const plan_t *p, ft_err_t *e);
+int rt_weights_init(rt_exec_t *x, const plan_t *p, ft_err_t *e);
 
 /* <dir>/checkpoint.safetensors: trainable weights, AdamW moments, step and the plan's
  * fingerprint; written atomically. */
-int rt_ckpt_save(const char *dir, const rt_cpu_t *x, const plan_t *p, int64_t step, ft_err_t *e);
-int rt_ckpt_load(const char *dir, rt_cpu_t *x, const plan_t *p, int64_t *step, ft_err_t *e);
+int rt_ckpt_save(const char *dir, rt_exec_t *x, const plan_t *p, int64_t step, ft_err_t *e);
+int rt_ckpt_load(const char *dir, rt_exec_t *x, const plan_t *p, int64_t *step, ft_err_t *e);
 
 /* LoRA: <dir>/adapter_model.safetensors + adapter_config.json (PEFT). Full fine-tuning:
  * <dir>/model.safetensors + config.json (HF). Both atomic. */
-int rt_export(const char *dir, const rt_cpu_t *x, const plan_t *p, ft_err_t *e);
+int rt_export(const char *dir, rt_exec_t *x, const plan_t *p, ft_err_t *e);
 
 /* Folds a PEFT LoRA adapter into its base model: W += (lora_alpha / r) · B·A for every
  * adapted module, written as float32 HF safetensors with the base's config.json. */

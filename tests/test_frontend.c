@@ -475,10 +475,35 @@ static void test_malformed_files(void)
     bad_text(spec, ":2:3:", "sliding window attention is not supported");
 }
 
+/* transformers 5 writes "rope_parameters" instead of rope_theta/rope_scaling: the same
+ * model saved both ways must read the same. */
+static void test_hf_config_v5(void)
+{
+    char dir[700], path[800];
+    tmp_path(dir, sizeof dir, "v5");
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text;
+    size_t len;
+    ft_err_t e;
+    CHECK(ft_read_file("tests/fixtures/hf-oracle/llama3/config.v5-native.json", &text, &len, &e) == 0);
+    CHECK(ft_write_file_atomic(path, text, len, &e) == 0);
+    free(text);
+    ft_config_t a, b;
+    fe_config_defaults(&a);
+    fe_config_defaults(&b);
+    CHECK_MSG(fe_read_hf_config(dir, &a, &e) == 0, "%s", e.msg);
+    CHECK_MSG(fe_read_hf_config("tests/fixtures/hf-oracle/llama3", &b, &e) == 0, "%s", e.msg);
+    CHECK(a.rope_theta == 500000.0 && a.rope_scaling == FT_ROPE_SCALING_LLAMA3 && a.rope_factor == 8.0);
+    CHECK(a.rope_low_freq_factor == 1.0 && a.rope_high_freq_factor == 4.0 && a.rope_original_max_pos == 32);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+}
+
 static void cleanup(void)
 {
-    static const char *files[] = {"spec.fbs", "bad.fbs", "hf/config.json", "hf3/config.json", "broken/config.json"};
-    static const char *dirs[] = {"hf", "hf3", "broken"};
+    static const char *files[] = {"spec.fbs", "bad.fbs", "hf/config.json", "hf3/config.json", "broken/config.json",
+                                  "v5/config.json"};
+    static const char *dirs[] = {"hf", "hf3", "broken", "v5"};
     char p[700];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         tmp_path(p, sizeof p, files[i]);
@@ -504,6 +529,7 @@ int main(void)
     test_overrides();
     test_round_trip();
     test_hf_config();
+    test_hf_config_v5();
     test_malformed_strings();
     test_malformed_files();
     cleanup();

@@ -16,7 +16,7 @@
 #include "frontend/frontend.h"
 #include "models/models.h"
 #include "passes/passes.h"
-#include "runtime/exec_cpu.h"
+#include "runtime/exec.h"
 #include "runtime/plan.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
@@ -118,13 +118,12 @@ static int read_i32(const st_model_t *o, const char *name, int32_t *out, ft_err_
     return 0;
 }
 
-static int write_input(rt_cpu_t *x, const char *name, const int32_t *v, ft_err_t *e)
+static int write_input(rt_exec_t *x, const char *name, const int32_t *v, ft_err_t *e)
 {
     int id = ir_find(x->g, name);
     if (id < 0)
         return ft_fail(e, "the graph has no input '%s'", name);
-    rt_cpu_write_i32(x, id, v);
-    return 0;
+    return x->ops->write(x, id, v, e);
 }
 
 /* Compiles and runs one micro-batch of the oracle's batch; collects loss and gradients. */
@@ -137,7 +136,7 @@ static int run_case(const char *dir, bool lora, bool recompute, const st_model_t
         plan_free(&p);
         return -1;
     }
-    rt_cpu_t x;
+    rt_exec_t x;
     memset(&x, 0, sizeof x);
     int32_t tokens[B * S], targets[B * S], pos[B * S], doc[B * S];
     for (int b = 0; b < B; b++)
@@ -145,7 +144,7 @@ static int run_case(const char *dir, bool lora, bool recompute, const st_model_t
             pos[b * S + s] = s; /* no packing: one document per row */
             doc[b * S + s] = b;
         }
-    int rc = rt_cpu_init(&x, &p.g, e);
+    int rc = rt_exec_open_cpu(&x, &p.g, e);
     if (rc == 0)
         rc = rt_weights_init(&x, &p, e);
     if (rc == 0)
@@ -157,14 +156,15 @@ static int run_case(const char *dir, bool lora, bool recompute, const st_model_t
                  : 0;
     int rng = ir_find(&p.g, MODEL_IN_RNG);
     if (rc == 0 && rng >= 0)
-        rt_cpu_write_i32(&x, rng, (const int32_t[]){0, 0});
+        rc = x.ops->write(&x, rng, (const int32_t[]){0, 0}, e);
     int loss = ir_find(&p.g, "loss");
     if (rc == 0 && loss < 0)
         rc = ft_fail(e, "the graph has no 'loss'");
     if (rc == 0)
-        rc = rt_cpu_run(&x, IR_PH_MICRO);
+        rc = x.ops->run(&x, IR_PH_MICRO, e);
+    if (rc == 0)
+        rc = rt_exec_read_f64(&x, loss, &r->loss, e);
     if (rc == 0) {
-        rt_cpu_read(&x, loss, &r->loss);
         for (int i = 0; i < p.g.n; i++)
             r->nrecompute += (p.g.t[i].flags & IR_FLAG_RECOMPUTE) != 0;
         for (int i = 0; i < p.g.n; i++)
@@ -191,11 +191,14 @@ static int run_case(const char *dir, bool lora, bool recompute, const st_model_t
             snprintf(r->name[k], sizeof r->name[k], "%s", t->name);
             r->numel[k] = ir_numel(gt);
             r->grad[k] = ft_xmalloc((size_t)r->numel[k] * sizeof(double));
-            rt_cpu_read(&x, t->grad, r->grad[k]);
+            if (rt_exec_read_f64(&x, t->grad, r->grad[k], e) != 0) {
+                rc = -1;
+                break;
+            }
             k++;
         }
     }
-    rt_cpu_free(&x);
+    rt_exec_close(&x);
     plan_free(&p);
     if (rc != 0)
         result_free(r);

@@ -1,0 +1,42 @@
+/* exec.h — what the training loop needs of an executor, whichever device runs the plan:
+ * run a phase of the schedule, move a tensor's bytes in and out, and find the op that
+ * made a NaN. The CPU reference executor (exec_cpu.c) implements it; so will the CUDA one. */
+#ifndef FTC_EXEC_H
+#define FTC_EXEC_H
+
+#include "plan.h"
+
+typedef struct rt_exec rt_exec_t;
+
+typedef struct {
+    const char *name; /* "cpu", "cuda" */
+    int (*run)(rt_exec_t *x, ir_phase_t phase, ft_err_t *e);
+    /* a tensor's storage bytes (ir_nbytes of it), in its own dtype */
+    int (*read)(rt_exec_t *x, int id, void *dst, ft_err_t *e);
+    int (*write)(rt_exec_t *x, int id, const void *src, ft_err_t *e);
+    int (*zero)(rt_exec_t *x, int id, ft_err_t *e);
+    /* Runs `phase` again checking every output; *node = the first one holding a NaN or
+     * Inf, or -1. */
+    int (*find_nonfinite)(rt_exec_t *x, ir_phase_t phase, int *node, ft_err_t *e);
+    void (*destroy)(rt_exec_t *x);
+} rt_exec_ops_t;
+
+struct rt_exec {
+    const rt_exec_ops_t *ops;
+    const ir_graph_t *g;
+    int64_t arena_bytes; /* the one allocation of the step, as planned */
+    void *impl;
+};
+
+int rt_exec_open_cpu(rt_exec_t *x, const ir_graph_t *g, ft_err_t *e);
+void rt_exec_close(rt_exec_t *x);
+
+/* Values of a tensor as float64, converted from/to its dtype on the host. */
+int rt_exec_read_f64(rt_exec_t *x, int id, double *out, ft_err_t *e);
+int rt_exec_write_f64(rt_exec_t *x, int id, const double *in, ft_err_t *e);
+
+/* Storage conversions shared by every executor's host side. */
+void rt_load_f64(ir_dtype_t dt, const void *src, int64_t n, double *out);
+void rt_store_f64(ir_dtype_t dt, const double *in, int64_t n, void *dst);
+
+#endif
