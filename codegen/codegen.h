@@ -1,0 +1,47 @@
+/* codegen.h — GPU code generation: the CUDA C source for a scheduled graph (one kernel
+ * entry point per distinct op and dtype combination it uses, specialised from the
+ * templates in codegen/kernels/), compiled ahead of time by NVRTC into one cubin per
+ * target, plus one launch record per scheduled node. Matmuls are not kernels: the runtime
+ * runs them through cuBLASLt from the node's shapes. */
+#ifndef FTC_CODEGEN_H
+#define FTC_CODEGEN_H
+
+#include <stddef.h>
+
+#include "../ir/ir.h"
+#include "kernel_abi.h"
+
+typedef enum {
+    CG_NOP,    /* nothing to run: aliasing ops (reshape) share their input's bytes */
+    CG_KERNEL, /* a generated kernel, launched with an ftk_args_t */
+    CG_MATMUL, /* cuBLASLt */
+    CG_KIND_COUNT
+} cg_kind_t;
+
+typedef struct {
+    int node;                  /* graph id of the scheduled node */
+    cg_kind_t kind;
+    int kernel;                /* CG_KERNEL: index into cg_module_t.names */
+    unsigned grid[3], block[3];
+    unsigned smem;             /* dynamic shared memory bytes */
+} cg_launch_t;
+
+typedef struct {
+    char target[16];           /* "sm_90", "sm_80" */
+    unsigned char *image;      /* cubin */
+    size_t image_len;
+    char **names;              /* kernel entry points in the image */
+    int nnames;
+    cg_launch_t *launch;       /* one per scheduled node, in schedule order */
+    int nlaunch;
+} cg_module_t;
+
+/* The CUDA source for g (deterministic: the same graph gives the same bytes). malloc'd. */
+char *cg_emit_source(const ir_graph_t *g, ft_err_t *e);
+
+/* Emits, compiles (NVRTC, or the cache in cache_dir keyed by a hash of source, options
+ * and NVRTC version; cache_dir NULL = no cache) and records the launches. */
+int cg_build(const ir_graph_t *g, const char *target, const char *cache_dir, cg_module_t *m, ft_err_t *e);
+void cg_module_free(cg_module_t *m);
+
+#endif
