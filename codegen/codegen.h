@@ -36,6 +36,12 @@ typedef struct {
     int nlaunch;
 } cg_module_t;
 
+#define CG_NAME_MAX 128 /* longest kernel entry point name, NUL included */
+
+/* The launch kind of every node of op `op`: CG_NOP for leaves and reshapes, CG_MATMUL for
+ * matmuls, CG_KERNEL for the rest (CG_KIND_COUNT for an op out of range). */
+cg_kind_t cg_op_kind(ir_op_t op);
+
 /* The CUDA source for g (deterministic: the same graph gives the same bytes). malloc'd. */
 char *cg_emit_source(const ir_graph_t *g, ft_err_t *e);
 

@@ -12,7 +12,7 @@
 _Static_assert(sizeof(PLAN_MAGIC) == 8, "the magic is 8 bytes including its NUL");
 
 #define TABLE_ENTRY_BYTES 24u
-#define NSECTIONS 5u
+#define NSECTIONS 6u /* the last, KERNELS, only when the plan has a GPU module */
 
 /* A growable byte buffer. Out of memory is fatal (ft_xrealloc), so appends cannot fail. */
 typedef struct {
@@ -165,6 +165,44 @@ static int write_manifest(wbuf_t *w, const plan_t *p, ft_err_t *e)
     return 0;
 }
 
+/* The GPU module: target, cubin (padded to 8 bytes), entry point names, launch records. */
+static int write_kernels(wbuf_t *w, const plan_t *p, ft_err_t *e)
+{
+    const cg_module_t *m = &p->cuda;
+    size_t tlen = strnlen(m->target, sizeof m->target);
+    if (tlen == sizeof m->target)
+        return ft_fail(e, "plan: kernel module target is not terminated");
+    if (m->nnames < 0 || m->nlaunch < 0 || (m->nnames && !m->names) || (m->nlaunch && !m->launch) ||
+        (m->image_len && !m->image))
+        return ft_fail(e, "plan: the kernel module is malformed");
+    if (strcmp(m->target, p->target) != 0)
+        return ft_fail(e, "plan: the kernel module is for %s but the plan's target is %s", m->target, p->target);
+    put_str(w, m->target, tlen);
+    put_u64(w, (uint64_t)m->image_len);
+    put_bytes(w, m->image, m->image_len);
+    pad8(w);
+    put_i64(w, m->nnames);
+    for (int i = 0; i < m->nnames; i++) {
+        size_t nlen = strlen(m->names[i]);
+        if (nlen > UINT32_MAX)
+            return ft_fail(e, "plan: kernel name %d is too long", i);
+        put_str(w, m->names[i], nlen);
+    }
+    put_i64(w, m->nlaunch);
+    for (int i = 0; i < m->nlaunch; i++) {
+        const cg_launch_t *l = &m->launch[i];
+        put_i32(w, l->node);
+        put_u32(w, (uint32_t)l->kind);
+        put_i32(w, l->kernel);
+        for (int k = 0; k < 3; k++)
+            put_u32(w, l->grid[k]);
+        for (int k = 0; k < 3; k++)
+            put_u32(w, l->block[k]);
+        put_u32(w, l->smem);
+    }
+    return 0;
+}
+
 typedef struct {
     plan_section_t kind;
     int (*write)(wbuf_t *w, const plan_t *p, ft_err_t *e);
@@ -178,7 +216,11 @@ static const section_writer_t sections[NSECTIONS] = {
     {PLAN_SEC_GRAPH, write_graph},
     {PLAN_SEC_SCHEDULE, write_schedule},
     {PLAN_SEC_MANIFEST, write_manifest},
+    {PLAN_SEC_KERNELS, write_kernels},
 };
+
+/* Sections this plan has: all but KERNELS, which only GPU plans carry. */
+static unsigned nsections(const plan_t *p) { return p->has_cuda ? NSECTIONS : NSECTIONS - 1; }
 
 static int check_counts(const plan_t *p, ft_err_t *e)
 {
@@ -189,16 +231,16 @@ static int check_counts(const plan_t *p, ft_err_t *e)
     return 0;
 }
 
-static void write_header(wbuf_t *w)
+static void write_header(wbuf_t *w, unsigned nsec)
 {
     put_bytes(w, PLAN_MAGIC, sizeof(PLAN_MAGIC));
     put_u32(w, PLAN_VERSION);
-    put_u32(w, NSECTIONS);
+    put_u32(w, nsec);
     put_u64(w, 0); /* file size, patched at the end */
     put_u64(w, 0); /* checksum, patched at the end */
     /* The table is written as zeros and patched once each section's place is known. */
     static const unsigned char zeros[TABLE_ENTRY_BYTES] = {0};
-    for (unsigned i = 0; i < NSECTIONS; i++)
+    for (unsigned i = 0; i < nsec; i++)
         put_bytes(w, zeros, TABLE_ENTRY_BYTES);
 }
 
@@ -209,8 +251,9 @@ int plan_serialize(const plan_t *p, unsigned char **out, size_t *len, ft_err_t *
     if (check_counts(p, e) != 0)
         return -1;
     wbuf_t w = {0};
-    write_header(&w);
-    for (unsigned i = 0; i < NSECTIONS; i++) {
+    unsigned nsec = nsections(p);
+    write_header(&w, nsec);
+    for (unsigned i = 0; i < nsec; i++) {
         pad8(&w);
         size_t start = w.n;
         if (sections[i].write(&w, p, e) != 0) {

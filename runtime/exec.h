@@ -1,6 +1,7 @@
 /* exec.h — what the training loop needs of an executor, whichever device runs the plan:
  * run a phase of the schedule, move a tensor's bytes in and out, and find the op that
- * made a NaN. The CPU reference executor (exec_cpu.c) implements it; so will the CUDA one. */
+ * made a NaN. The CPU reference executor (exec_cpu.c) and the CUDA executor (exec_cuda.c)
+ * implement it. */
 #ifndef FTC_EXEC_H
 #define FTC_EXEC_H
 
@@ -19,6 +20,10 @@ typedef struct {
      * Inf, or -1. */
     int (*find_nonfinite)(rt_exec_t *x, ir_phase_t phase, int *node, ft_err_t *e);
     void (*destroy)(rt_exec_t *x);
+    /* Optional (NULL on the CPU): device memory this process holds now and the most it has
+     * held since the executor opened, as the device accounts it (arena, workspace, library
+     * and CUDA-graph memory; not the context itself). */
+    int (*device_mem)(rt_exec_t *x, int64_t *now, int64_t *peak, ft_err_t *e);
 } rt_exec_ops_t;
 
 struct rt_exec {
@@ -26,9 +31,14 @@ struct rt_exec {
     const ir_graph_t *g;
     int64_t arena_bytes; /* the one allocation of the step, as planned */
     void *impl;
+    char desc[256];      /* what runs the plan, for the start-up line; "" = the CPU reference executor */
 };
 
 int rt_exec_open_cpu(rt_exec_t *x, const ir_graph_t *g, ft_err_t *e);
+/* The CUDA executor on this process's GPU (device 0, or LOCAL_RANK) with the plan's kernel
+ * module; fails with a clear message where the build has no CUDA toolkit, there is no GPU,
+ * the plan has no module or its module is for another architecture. */
+int rt_exec_open_cuda(rt_exec_t *x, const plan_t *p, ft_err_t *e);
 void rt_exec_close(rt_exec_t *x);
 
 /* Values of a tensor as float64, converted from/to its dtype on the host. */

@@ -11,6 +11,7 @@
 #ifndef FTC_PLAN_H
 #define FTC_PLAN_H
 
+#include "../codegen/codegen.h"
 #include "../frontend/config.h"
 #include "../ir/ir.h"
 
@@ -25,6 +26,12 @@ typedef enum {
     PLAN_SEC_SCHEDULE = 4, /* i64 count + i32 node ids in execution order */
     PLAN_SEC_MANIFEST = 5, /* i64 count + weight records (i32 tensor, u32 init, f64 param,
                               u32 len + key); docs/formats.md has every record's bytes */
+    PLAN_SEC_KERNELS = 6,  /* optional, present exactly when the target is a GPU: the
+                              cg_module_t. u32 len + target, u64 image bytes + cubin + zero
+                              padding to an 8-byte boundary, i64 count + names (u32 len + name, sorted,
+                              unique), i64 count (= schedule length) + launch records (i32
+                              node, u32 kind, i32 kernel or -1, u32 grid[3], u32 block[3],
+                              u32 smem) */
 } plan_section_t;
 
 /* How a weight gets its first value. */
@@ -46,11 +53,13 @@ typedef struct {
 } plan_weight_t;
 
 typedef struct {
-    char target[32];          /* "cpu" for now; later "sm_90" etc. */
+    char target[32];          /* "cpu", or a GPU architecture ("sm_90") */
     ft_config_t cfg;
     ir_graph_t g;             /* scheduled and memory-planned */
     plan_weight_t *w;
     int nw;
+    cg_module_t cuda;         /* GPU targets: kernels and one launch record per scheduled node */
+    bool has_cuda;            /* cuda is filled (the KERNELS section) */
 } plan_t;
 
 void plan_free(plan_t *p);
@@ -61,7 +70,8 @@ int plan_serialize(const plan_t *p, unsigned char **out, size_t *len, ft_err_t *
 int plan_write(const plan_t *p, const char *path, ft_err_t *e);
 
 /* Parses and validates: magic, version, size, checksum, section bounds, every record's
- * fields, then ir_verify and the arena check. Never crashes on any input. */
+ * fields (the kernel module's too: names, and every launch record against its scheduled
+ * node), then ir_verify and the arena check. Never crashes on any input. */
 int plan_parse(const unsigned char *data, size_t len, const char *name, plan_t *p, ft_err_t *e);
 int plan_read(const char *path, plan_t *p, ft_err_t *e);
 

@@ -30,5 +30,6 @@ void plan_free(plan_t *p)
         return;
     ir_graph_free(&p->g);
     free(p->w);
+    cg_module_free(&p->cuda);
     memset(p, 0, sizeof *p);
 }

@@ -15,12 +15,19 @@
 #include "plan.h"
 
 #define TABLE_ENTRY_BYTES 24u
-#define NKINDS 6 /* kinds are 1..5; slot 0 unused */
+#define NKINDS 7 /* kinds are 1..6; slot 0 unused */
 
 /* Smallest encoded records, used to bound counts before allocating for them. */
 #define TENSOR_MIN_BYTES 240u
 #define WEIGHT_MIN_BYTES 20u
 #define SCHED_ENTRY_BYTES 4u
+#define KNAME_MIN_BYTES 5u   /* u32 length + at least one character */
+#define LAUNCH_BYTES 40u
+
+/* What a launch record may ask of the device: CUDA's limits on block and grid extents, and
+ * the largest opt-in shared memory of any supported architecture (227 KB, sm_90). */
+#define MAX_BLOCK_THREADS 1024u
+#define MAX_SMEM (227u * 1024u)
 
 /* Largest byte size a tensor may claim: keeps ir_numel/ir_nbytes and offset + size sums far
  * from int64 overflow. */
@@ -32,6 +39,7 @@ static const char *const section_names[NKINDS] = {
     [PLAN_SEC_GRAPH] = "graph",
     [PLAN_SEC_SCHEDULE] = "schedule",
     [PLAN_SEC_MANIFEST] = "manifest",
+    [PLAN_SEC_KERNELS] = "kernels",
 };
 
 typedef struct {
@@ -233,7 +241,7 @@ static int read_table(rd_t *r)
         if (read_table_entry(r, i, table_end, &prev_end) != 0)
             return -1;
     for (int k = 1; k < NKINDS; k++)
-        if (!r->sec[k].present)
+        if (!r->sec[k].present && k != PLAN_SEC_KERNELS)
             return fail(r, "missing required %s section", section_names[k]);
     return 0;
 }
@@ -431,6 +439,152 @@ static int read_manifest(rd_t *r, plan_t *p)
     return expect_end(r, &c, PLAN_SEC_MANIFEST);
 }
 
+/* ---- the GPU kernel module ---- */
+
+/* A kernel entry point name: a C identifier. */
+static bool good_kernel_name(const char *s)
+{
+    if (!s[0] || (s[0] >= '0' && s[0] <= '9'))
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    return true;
+}
+
+static int read_kernel_names(const rd_t *r, cur_t *c, cg_module_t *m)
+{
+    int64_t n;
+    if (rd_count(r, c, KNAME_MIN_BYTES, "kernels: names", &n) != 0)
+        return -1;
+    m->names = ft_xcalloc(n > 0 ? (size_t)n : 1, sizeof *m->names);
+    for (int i = 0; i < (int)n; i++) {
+        char name[CG_NAME_MAX], what[64];
+        snprintf(what, sizeof what, "kernels section: name %d", i);
+        if (rd_str(r, c, name, sizeof name, what) != 0)
+            return -1;
+        if (!good_kernel_name(name))
+            return fail(r, "kernels section: name %d '%s' is not an identifier", i, name);
+        if (i > 0 && strcmp(m->names[i - 1], name) >= 0)
+            return fail(r, "kernels section: names are not sorted and unique at %d ('%s' after '%s')", i, name,
+                        m->names[i - 1]);
+        m->names[m->nnames++] = ft_xstrdup(name);
+    }
+    return 0;
+}
+
+/* Launch record k must be for the k-th scheduled node, of the kind its op runs as; a kernel
+ * launch names a kernel of the module and fits CUDA's limits (whole warps: the kernels use
+ * warp shuffles); the other kinds carry no geometry. */
+static int check_launch(const rd_t *r, const plan_t *p, const cg_launch_t *l, int k, uint32_t kind)
+{
+    const ir_graph_t *g = &p->g;
+    const cg_module_t *m = &p->cuda;
+    if (l->node != g->sched[k])
+        return fail(r, "kernels section: launch %d is for tensor %d but the schedule runs tensor %d there", k, l->node,
+                    g->sched[k]);
+    const ir_tensor_t *t = &g->t[l->node];
+    if (kind >= CG_KIND_COUNT)
+        return fail(r, "kernels section: launch %d ('%s'): kind %u out of range", k, t->name, kind);
+    if (kind != (uint32_t)cg_op_kind(t->op))
+        return fail(r, "kernels section: launch %d ('%s'): kind %u does not fit op %s", k, t->name, kind,
+                    ir_ops[t->op]->name);
+    if (kind != CG_KERNEL) {
+        bool zero = l->kernel == -1 && l->smem == 0;
+        for (int d = 0; d < 3; d++)
+            zero = zero && l->grid[d] == 0 && l->block[d] == 0;
+        if (!zero)
+            return fail(r, "kernels section: launch %d ('%s') runs no kernel but has kernel or geometry fields set", k,
+                        t->name);
+        return 0;
+    }
+    if (l->kernel < 0 || l->kernel >= m->nnames)
+        return fail(r, "kernels section: launch %d ('%s'): kernel %d out of range (%d kernels)", k, t->name, l->kernel,
+                    m->nnames);
+    uint64_t threads = (uint64_t)l->block[0] * l->block[1] * l->block[2];
+    if (l->block[0] == 0 || l->block[1] == 0 || l->block[2] == 0 || l->block[2] > 64 || threads > MAX_BLOCK_THREADS ||
+        threads % 32 != 0)
+        return fail(r, "kernels section: launch %d ('%s'): block %ux%ux%u is not 1..1024 threads in whole warps", k,
+                    t->name, l->block[0], l->block[1], l->block[2]);
+    if (l->grid[0] == 0 || l->grid[0] > INT32_MAX || l->grid[1] == 0 || l->grid[1] > 65535 || l->grid[2] == 0 ||
+        l->grid[2] > 65535)
+        return fail(r, "kernels section: launch %d ('%s'): grid %ux%ux%u is outside CUDA's limits", k, t->name,
+                    l->grid[0], l->grid[1], l->grid[2]);
+    if (l->smem > MAX_SMEM)
+        return fail(r, "kernels section: launch %d ('%s'): %u bytes of shared memory (at most %u)", k, t->name,
+                    l->smem, MAX_SMEM);
+    return 0;
+}
+
+static int read_launches(const rd_t *r, cur_t *c, plan_t *p)
+{
+    cg_module_t *m = &p->cuda;
+    int64_t n;
+    if (rd_count(r, c, LAUNCH_BYTES, "kernels: launches", &n) != 0)
+        return -1;
+    if (n != p->g.nsched)
+        return fail(r, "kernels section holds %lld launch records for %d scheduled nodes", (long long)n, p->g.nsched);
+    m->launch = ft_xcalloc(n > 0 ? (size_t)n : 1, sizeof *m->launch);
+    m->nlaunch = (int)n;
+    for (int k = 0; k < m->nlaunch; k++) {
+        cg_launch_t *l = &m->launch[k];
+        l->node = rd_i32(c);
+        uint32_t kind = rd_u32(c);
+        l->kernel = rd_i32(c);
+        for (int d = 0; d < 3; d++)
+            l->grid[d] = rd_u32(c);
+        for (int d = 0; d < 3; d++)
+            l->block[d] = rd_u32(c);
+        l->smem = rd_u32(c);
+        if (c->overrun)
+            return fail(r, "kernels section: launch %d runs past the end of its section", k);
+        if (check_launch(r, p, l, k, kind) != 0)
+            return -1;
+        l->kind = (cg_kind_t)kind;
+    }
+    return 0;
+}
+
+/* Present exactly for GPU targets, and for the plan's own target. */
+static int read_kernels(rd_t *r, plan_t *p)
+{
+    bool gpu = strncmp(p->target, "sm_", 3) == 0;
+    if (!r->sec[PLAN_SEC_KERNELS].present) {
+        if (gpu)
+            return fail(r, "target %s needs a kernels section, and the plan has none", p->target);
+        return 0;
+    }
+    p->has_cuda = true;
+    cg_module_t *m = &p->cuda;
+    cur_t c = section_cursor(r, PLAN_SEC_KERNELS);
+    if (rd_str(r, &c, m->target, sizeof m->target, "kernels section: target") != 0)
+        return -1;
+    if (strcmp(m->target, p->target) != 0)
+        return fail(r, "kernels section is for '%s' but the plan's target is '%s'", m->target, p->target);
+    uint64_t len = rd_u64(&c);
+    if (c.overrun)
+        return fail(r, "kernels section is too short");
+    if (len < 4 || len > cur_left(&c))
+        return fail(r, "kernels section: image of %llu bytes does not fit in its %llu-byte section",
+                    (unsigned long long)len, (unsigned long long)c.size);
+    const unsigned char *img = take(&c, len);
+    if (memcmp(img, "\x7f" "ELF", 4) != 0)
+        return fail(r, "kernels section: the image is not a cubin (no ELF header)");
+    m->image = ft_xmalloc((size_t)len);
+    memcpy(m->image, img, (size_t)len);
+    m->image_len = (size_t)len;
+    uint64_t npad = (8 - c.pos % 8) % 8; /* to an 8-byte boundary (sections start on one) */
+    const unsigned char *pad = take(&c, npad);
+    for (uint64_t i = 0; pad && i < npad; i++)
+        if (pad[i] != 0)
+            return fail(r, "kernels section: padding after the image is not zero");
+    if (!pad)
+        return fail(r, "kernels section: padding after the image runs past the end of its section");
+    if (read_kernel_names(r, &c, m) != 0 || read_launches(r, &c, p) != 0)
+        return -1;
+    return expect_end(r, &c, PLAN_SEC_KERNELS);
+}
+
 /* ---- whole-graph checks ---- */
 
 /* Every placed tensor that owns storage must lie inside the arena, whatever the planner's
@@ -467,7 +621,7 @@ static int parse(rd_t *r, plan_t *p)
         return -1;
     if (read_meta(r, p) != 0 || read_settings(r, p) != 0)
         return -1;
-    if (read_graph(r, p) != 0 || read_schedule(r, p) != 0 || read_manifest(r, p) != 0)
+    if (read_graph(r, p) != 0 || read_schedule(r, p) != 0 || read_manifest(r, p) != 0 || read_kernels(r, p) != 0)
         return -1;
     return check_graph(r, p);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../models/models.h"
+#include "device.h"
 #include "exec.h"
 #include "tokdata.h"
 #include "train.h"
@@ -221,20 +222,29 @@ static void fmt_eta(double s, char *buf, size_t cap)
 static void report(trainer_t *T, int64_t step, const step_stats_t *st, double step_s, double elapsed, double avg_s)
 {
     double tps = step_s > 0 ? (double)st->tokens / step_s : 0;
+    /* device memory, where the executor measures it (the CPU's lines stay as they were) */
+    int64_t mem_now = 0, mem_peak = 0;
+    ft_err_t ignored;
+    bool mem = T->x.ops->device_mem && T->x.ops->device_mem(&T->x, &mem_now, &mem_peak, &ignored) == 0;
+    char mem_json[64] = "", mem_text[48] = "";
+    if (mem) {
+        snprintf(mem_json, sizeof mem_json, ", \"device_mem_bytes\": %lld", (long long)mem_peak);
+        snprintf(mem_text, sizeof mem_text, " | peak %.2f GiB", (double)mem_peak / 1073741824.0);
+    }
     if (T->metrics) {
         fprintf(T->metrics,
                 "{\"step\": %lld, \"loss\": %.17g, \"lr\": %.17g, \"grad_norm\": %.17g, \"tokens_per_s\": %.1f, "
-                "\"target_tokens\": %lld, \"step_s\": %.6f, \"elapsed_s\": %.3f, \"arena_bytes\": %lld}\n",
+                "\"target_tokens\": %lld, \"step_s\": %.6f, \"elapsed_s\": %.3f, \"arena_bytes\": %lld%s}\n",
                 (long long)step + 1, st->loss, st->lr, st->gnorm, tps, (long long)st->ntok, step_s, elapsed,
-                (long long)T->x.arena_bytes);
+                (long long)T->x.arena_bytes, mem_json);
         fflush(T->metrics);
     }
     if (T->o->quiet || ((step + 1) % (T->c->log_every > 0 ? T->c->log_every : 1) != 0 && step + 1 != T->steps))
         return;
     char eta[32];
     fmt_eta(avg_s * (double)(T->steps - step - 1), eta, sizeof eta);
-    printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | eta %s\n", (long long)step + 1,
-           (long long)T->steps, st->loss, st->lr, st->gnorm, tps, eta);
+    printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s%s | eta %s\n", (long long)step + 1,
+           (long long)T->steps, st->loss, st->lr, st->gnorm, tps, mem_text, eta);
     fflush(stdout);
 }
 
@@ -319,6 +329,19 @@ static int train_loop(trainer_t *T, int64_t start, ft_err_t *e)
     return 0;
 }
 
+/* The executor `o->device` asks for: "auto" takes the GPU where the plan has kernels for it
+ * and says so when it falls back to the CPU. */
+static int open_executor(trainer_t *T, ft_err_t *e)
+{
+    bool cuda = false;
+    char notice[768] = "";
+    if (rt_device_choose(T->p, T->o->device, &cuda, notice, sizeof notice, e) != 0)
+        return -1;
+    if (notice[0])
+        fprintf(stderr, "ftrun: notice: %s\n", notice);
+    return cuda ? rt_exec_open_cuda(&T->x, T->p, e) : rt_exec_open_cpu(&T->x, &T->p->g, e);
+}
+
 static void trainer_free(trainer_t *T)
 {
     if (T->metrics)
@@ -349,7 +372,7 @@ int rt_train(plan_t *p, const rt_train_opts_t *o, ft_err_t *e)
     if (rc == 0)
         rc = open_data(&T, e);
     if (rc == 0)
-        rc = rt_exec_open_cpu(&T.x, &p->g, e);
+        rc = open_executor(&T, e);
     if (rc == 0)
         rc = rt_weights_init(&T.x, p, e);
     if (rc == 0 && o->resume_dir)
@@ -368,10 +391,10 @@ int rt_train(plan_t *p, const rt_train_opts_t *o, ft_err_t *e)
         rc = open_metrics(&T, o->resume_dir != NULL, e);
     if (rc == 0) {
         catch_signals(true);
-        printf("training: %lld steps from step %lld, %lld tokens per step, arena %lld bytes (CPU reference executor)\n",
+        printf("training: %lld steps from step %lld, %lld tokens per step, arena %lld bytes (%s)\n",
                (long long)T.steps, (long long)start,
                (long long)(p->cfg.grad_accum * p->cfg.micro_batch * p->cfg.seq_len),
-               (long long)T.x.arena_bytes);
+               (long long)T.x.arena_bytes, T.x.desc[0] ? T.x.desc : "CPU reference executor");
         rc = train_loop(&T, start, e);
         catch_signals(false);
     }

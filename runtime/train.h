@@ -12,6 +12,7 @@ typedef struct {
     int64_t stop_after;      /* stop (with a checkpoint) once this many steps are done; 0 = run to the end */
     bool eval_only;          /* report the loss on the first batch and exit */
     bool quiet;              /* no progress line (the JSON lines are still written) */
+    const char *device;      /* "auto" (NULL), "cpu" or "cuda": see rt_device_choose in device.h */
 } rt_train_opts_t;
 
 /* 0: done (or stopped as --stop-after asked); 1: interrupted by a signal, with a

@@ -78,7 +78,9 @@ expect_fail "override: unknown key" "unknown key" $FTC compile $LORA -o $W/out1.
 expect_fail "override: bad value" "train.steps" $FTC compile $LORA -o $W/out1.bin -s train.steps=many
 expect_fail "override: no equals" "train.steps" $FTC compile $LORA -o $W/out1.bin -s train.steps
 expect_fail "quantize not yet supported" "nf4" $FTC compile $LORA -o $W/out1.bin -s quantize.base=nf4
-expect_fail "compile: bad target" "target 'sm_90'" $FTC compile $LORA -o $W/out1.bin --target sm_90
+expect_fail "compile: bad target" "target 'gfx90a'" $FTC compile $LORA -o $W/out1.bin --target gfx90a
+expect_fail "compile: GPU too old" "target 'sm_75'" $FTC compile $LORA -o $W/out1.bin --target sm_75
+expect_fail "compile: bad GPU target" "target 'sm_9x'" $FTC compile $LORA -o $W/out1.bin --target sm_9x
 expect_fail "compile: output folder missing" "cannot create" $FTC compile $LORA -o $W/no/such/dir/p.bin
 no_file "compile: output folder missing" $W/no/such/dir/p.bin
 no_file "compile: nothing written by failures" $W/out1.bin

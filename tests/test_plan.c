@@ -2,7 +2,9 @@
  * → serialise byte for byte with every field intact, the file is written atomically, and
  * malformed files are rejected with the expected message and without a crash: every
  * truncation, every single-byte flip, and one forged (re-checksummed) file per check the
- * reader makes. Run under ASan/UBSan too: every parse reads from an exact-size copy. */
+ * reader makes. A GPU plan (the same plan with a kernel module) gets the same treatment, and
+ * every check on its launch records and kernel names. Run under ASan/UBSan too: every
+ * parse reads from an exact-size copy. */
 #include <dirent.h>
 #include <math.h>
 #include <stdint.h>
@@ -87,6 +89,33 @@ static void build_plan(plan_t *p)
     snprintf(p->w[1].key, sizeof p->w[1].key, "model.b");
 }
 
+/* The same plan for a GPU: a (fake) cubin whose length is not a multiple of 8, two kernels
+ * and one launch record per scheduled node (matmul, add, sum). */
+static const char *const gpu_names[2] = {"ftk_add_f32_f32_f32", "ftk_sum_f32_f32"};
+
+static void build_gpu_plan(plan_t *p)
+{
+    build_plan(p);
+    snprintf(p->target, sizeof p->target, "sm_90");
+    cg_module_t *m = &p->cuda;
+    snprintf(m->target, sizeof m->target, "sm_90");
+    static const unsigned char image[13] = {0x7f, 'E', 'L', 'F', 2, 1, 1, 0x33, 7, 0, 0, 0, 0xAB};
+    m->image_len = sizeof image;
+    m->image = ft_xmalloc(sizeof image);
+    memcpy(m->image, image, sizeof image);
+    m->nnames = 2;
+    m->names = ft_xmalloc(2 * sizeof *m->names);
+    for (int i = 0; i < 2; i++)
+        m->names[i] = ft_xstrdup(gpu_names[i]);
+    m->nlaunch = 3;
+    m->launch = ft_xcalloc(3, sizeof *m->launch);
+    m->launch[0] = (cg_launch_t){.node = T_H, .kind = CG_MATMUL, .kernel = -1};
+    m->launch[1] = (cg_launch_t){.node = T_A, .kind = CG_KERNEL, .kernel = 0, .grid = {1, 1, 1}, .block = {256, 1, 1}};
+    m->launch[2] = (cg_launch_t){
+        .node = T_LOSS, .kind = CG_KERNEL, .kernel = 1, .grid = {1, 1, 1}, .block = {1024, 1, 1}, .smem = 64};
+    p->has_cuda = true;
+}
+
 /* ---- field-by-field comparison ---- */
 
 static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
@@ -111,6 +140,22 @@ static bool tensors_equal(const ir_tensor_t *a, const ir_tensor_t *b)
     return strcmp(a->name, b->name) == 0;
 }
 
+static void check_modules_equal(const cg_module_t *a, const cg_module_t *b)
+{
+    CHECK(strcmp(a->target, b->target) == 0);
+    CHECK(a->image_len == b->image_len && memcmp(a->image, b->image, a->image_len) == 0);
+    CHECK(a->nnames == b->nnames);
+    for (int i = 0; i < a->nnames && i < b->nnames; i++)
+        CHECK(strcmp(a->names[i], b->names[i]) == 0);
+    CHECK(a->nlaunch == b->nlaunch);
+    for (int i = 0; i < a->nlaunch && i < b->nlaunch; i++) {
+        const cg_launch_t *x = &a->launch[i], *y = &b->launch[i];
+        CHECK_MSG(x->node == y->node && x->kind == y->kind && x->kernel == y->kernel && x->smem == y->smem &&
+                      memcmp(x->grid, y->grid, sizeof x->grid) == 0 && memcmp(x->block, y->block, sizeof x->block) == 0,
+                  "launch %d differs", i);
+    }
+}
+
 static void check_plans_equal(const plan_t *a, const plan_t *b)
 {
     CHECK(strcmp(a->target, b->target) == 0);
@@ -133,6 +178,9 @@ static void check_plans_equal(const plan_t *a, const plan_t *b)
         CHECK(same_bits(a->w[i].param, b->w[i].param));
         CHECK(strcmp(a->w[i].key, b->w[i].key) == 0);
     }
+    CHECK(a->has_cuda == b->has_cuda);
+    if (a->has_cuda && b->has_cuda)
+        check_modules_equal(&a->cuda, &b->cuda);
 }
 
 /* ---- forging files: patch bytes, then make the checksum right again ---- */
@@ -465,6 +513,88 @@ static void test_schedule_manifest_forgeries(const unsigned char *buf, size_t le
     forge(buf, len, m, 1, 8, "unexpected trailing bytes", "trailing record");
 }
 
+/* Byte offsets in the kernels section of the GPU plan (see plan_write.c's write_kernels). */
+enum {
+    K_TARGET = 4,                  /* "sm_90" after its u32 length */
+    K_IMAGE_LEN = 9, K_IMAGE = 17, /* 13 bytes of image, then 2 of padding */
+    K_PAD = 30, K_NNAMES = 32, K_NAME0 = 44, K_NAME1 = 67, K_NLAUNCH = 82, K_LAUNCH = 90, K_LAUNCH_BYTES = 40,
+    L_NODE = 0, L_KIND = 4, L_KERNEL = 8, L_GRID = 12, L_BLOCK = 24, L_SMEM = 36
+};
+
+static void test_kernel_forgeries(const unsigned char *buf, size_t len)
+{
+    size_t k = section_at(buf, PLAN_SEC_KERNELS);
+    size_t l0 = k + K_LAUNCH, l1 = l0 + K_LAUNCH_BYTES, l2 = l1 + K_LAUNCH_BYTES;
+    CHECK(get_le(buf + k, 4) == 5 && memcmp(buf + k + K_TARGET, "sm_90", 5) == 0);
+    CHECK(get_le(buf + k + K_IMAGE_LEN, 8) == 13 && get_le(buf + k + K_NNAMES, 8) == 2);
+    CHECK(memcmp(buf + k + K_NAME0, gpu_names[0], strlen(gpu_names[0])) == 0);
+    CHECK(memcmp(buf + k + K_NAME1, gpu_names[1], strlen(gpu_names[1])) == 0);
+    CHECK(get_le(buf + k + K_NLAUNCH, 8) == 3 && get_le(buf + l1 + L_NODE, 4) == T_A);
+
+    forge(buf, len, k + K_TARGET + 3, '8', 1, "kernels section is for 'sm_80' but the plan's target is 'sm_90'",
+          "module target");
+    forge(buf, len, k, 40, 4, "kernels section: target: string of 40 bytes is too long", "module target length");
+    forge(buf, len, k + K_IMAGE_LEN, 1u << 20, 8, "image of 1048576 bytes does not fit", "image length");
+    forge(buf, len, k + K_IMAGE_LEN, 2, 8, "image of 2 bytes does not fit", "image too short");
+    forge(buf, len, k + K_IMAGE, 'X', 1, "the image is not a cubin", "image magic");
+    forge(buf, len, k + K_PAD, 1, 1, "padding after the image is not zero", "padding");
+    forge(buf, len, k + K_NNAMES, (uint64_t)1 << 40, 8, "does not fit", "name count");
+    forge(buf, len, k + K_NAME0 + 4, '-', 1, "name 0 'ftk_-dd_f32_f32_f32' is not an identifier", "name chars");
+    forge(buf, len, k + K_NAME0, '9', 1, "is not an identifier", "name starts with a digit");
+    forge(buf, len, k + K_NAME1 + 4, 'a' | ('c' << 8), 2, "names are not sorted and unique at 1", "name order");
+    forge(buf, len, k + K_NAME1 - 4, 200, 4, "name 1: string of 200 bytes is too long", "name length");
+    forge(buf, len, k + K_NLAUNCH, 2, 8, "holds 2 launch records for 3 scheduled nodes", "launch count");
+    forge(buf, len, k + K_NLAUNCH, 1000, 8, "does not fit", "huge launch count");
+    forge(buf, len, l1 + L_NODE, T_LOSS, 4, "launch 1 is for tensor 8 but the schedule runs tensor 7 there",
+          "launch node");
+    forge(buf, len, l1 + L_KIND, 5, 4, "launch 1 ('add.7'): kind 5 out of range", "launch kind");
+    forge(buf, len, l1 + L_KIND, CG_MATMUL, 4, "kind 2 does not fit op add", "kind for op");
+    forge(buf, len, l0 + L_KIND, CG_KERNEL, 4, "kind 1 does not fit op matmul", "matmul as kernel");
+    forge(buf, len, l1 + L_KERNEL, 2, 4, "launch 1 ('add.7'): kernel 2 out of range (2 kernels)", "kernel index");
+    forge(buf, len, l1 + L_KERNEL, (uint32_t)-1, 4, "kernel -1 out of range", "negative kernel index");
+    forge(buf, len, l0 + L_KERNEL, 0, 4, "runs no kernel but has kernel or geometry fields set", "matmul kernel");
+    forge(buf, len, l0 + L_GRID, 1, 4, "runs no kernel but has kernel or geometry fields set", "matmul grid");
+    forge(buf, len, l1 + L_BLOCK, 0, 4, "block 0x1x1 is not 1..1024 threads in whole warps", "empty block");
+    forge(buf, len, l1 + L_BLOCK, 2048, 4, "block 2048x1x1", "block too big");
+    forge(buf, len, l1 + L_BLOCK, 100, 4, "block 100x1x1", "partial warp");
+    forge(buf, len, l1 + L_BLOCK + 8, 65, 4, "block 256x1x65", "block z");
+    forge(buf, len, l2 + L_GRID, 0, 4, "launch 2 ('sum.8'): grid 0x1x1 is outside CUDA's limits", "empty grid");
+    forge(buf, len, l2 + L_GRID + 4, 65536, 4, "grid 1x65536x1 is outside", "grid y");
+    forge(buf, len, l2 + L_GRID + 8, 70000, 4, "grid 1x1x70000 is outside", "grid z");
+    forge(buf, len, l2 + L_GRID, 0x80000000u, 4, "is outside CUDA's limits", "grid x");
+    forge(buf, len, l2 + L_SMEM, 1u << 20, 4, "1048576 bytes of shared memory", "smem");
+    /* without the module a GPU plan cannot run: drop the last table entry */
+    forge(buf, len, 12, 5, 4, "target sm_90 needs a kernels section, and the plan has none", "no module");
+}
+
+static void test_gpu_plan(void)
+{
+    plan_t p;
+    build_gpu_plan(&p);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    ft_err_t e = {{0}};
+    int rc = plan_serialize(&p, &buf, &len, &e);
+    CHECK_MSG(rc == 0, "serialize GPU plan: %s", e.msg);
+    if (rc == 0) {
+        CHECK(get_le(buf + 12, 4) == 6);
+        test_roundtrip(&p, buf, len);
+        test_truncations(buf, len);
+        test_byte_flips(buf, len);
+        test_kernel_forgeries(buf, len);
+    }
+    free(buf);
+    /* the writer refuses a module it cannot describe, or for another target */
+    snprintf(p.cuda.target, sizeof p.cuda.target, "sm_80");
+    CHECK(plan_serialize(&p, &buf, &len, &e) == -1);
+    CHECK_MSG(strstr(e.msg, "kernel module is for sm_80 but the plan's target is sm_90") != NULL, "'%s'", e.msg);
+    memset(p.cuda.target, 'x', sizeof p.cuda.target);
+    CHECK(plan_serialize(&p, &buf, &len, &e) == -1);
+    CHECK_MSG(strstr(e.msg, "kernel module target is not terminated") != NULL, "'%s'", e.msg);
+    plan_free(&p);
+    CHECK(p.cuda.image == NULL && p.cuda.names == NULL && p.cuda.launch == NULL);
+}
+
 static void test_init_names(void)
 {
     CHECK(strcmp(plan_init_name(PLAN_INIT_FILE), "file") == 0);
@@ -504,6 +634,7 @@ int main(void)
         test_schedule_manifest_forgeries(buf, len);
     }
     test_writer_rejects(&p);
+    test_gpu_plan();
     test_empty_plan();
     test_init_names();
     expect_reject(NULL, 0, "too short for the header", "NULL data");

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "models/models.h"
 #include "passes/passes.h"
@@ -13,11 +14,14 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage:\n"
-               "  ftc compile SPEC.fbs -o PLAN.bin [--target cpu] [-s block.key=value]... [--dump-after PASS|all]\n"
+               "  ftc compile SPEC.fbs -o PLAN.bin [--target cpu|sm_80|sm_90|sm_90a] [--emit-cuda FILE.cu]\n"
+               "              [-s block.key=value]... [--dump-after PASS|all]\n"
                "  ftc inspect PLAN.bin [--graph] [--memory] [--kernels]\n"
                "  ftc inspect FILE.safetensors|MODEL_DIR     (lists the tensors)\n"
                "  ftc merge BASE_DIR ADAPTER_DIR -o OUT_DIR  (folds a PEFT LoRA adapter into the base)\n"
-               "passes: build, autodiff, optimizer, dce, recompute, schedule, memplan\n");
+               "passes: build, autodiff, optimizer, dce, recompute, schedule, memplan\n"
+               "GPU targets compile their kernels with NVRTC; compiled kernels are cached in $FTC_CACHE_DIR\n"
+               "(default ~/.cache/ftc; FTC_CACHE_DIR= with no value turns the cache off).\n");
 }
 
 static int die(const char *what, const ft_err_t *e)
@@ -27,7 +31,7 @@ static int die(const char *what, const ft_err_t *e)
 }
 
 typedef struct {
-    const char *spec, *out, *target, *dump_after;
+    const char *spec, *out, *target, *dump_after, *emit_cuda;
     const char *overrides[128];
     int noverrides;
 } compile_args_t;
@@ -43,6 +47,8 @@ static int parse_compile_args(int argc, char **argv, compile_args_t *a)
             a->out = argv[++i];
         else if (strcmp(s, "--target") == 0 && has_next)
             a->target = argv[++i];
+        else if (strcmp(s, "--emit-cuda") == 0 && has_next)
+            a->emit_cuda = argv[++i];
         else if (strcmp(s, "-s") == 0 && has_next && a->noverrides < 128)
             a->overrides[a->noverrides++] = argv[++i];
         else if (strncmp(s, "--dump-after=", 13) == 0)
@@ -93,6 +99,44 @@ static int resolve_manifest(plan_t *p, model_manifest_t *m, ft_err_t *e)
     return 0;
 }
 
+/* The compile cache folder: $FTC_CACHE_DIR (empty: no cache), else ~/.cache/ftc. */
+static const char *cache_dir(char *buf, size_t cap)
+{
+    const char *d = getenv("FTC_CACHE_DIR");
+    if (d)
+        return d[0] ? d : NULL;
+    const char *home = getenv("HOME");
+    if (!home || !home[0])
+        return NULL;
+    snprintf(buf, cap, "%s/.cache/ftc", home);
+    return buf;
+}
+
+/* The GPU half of compile: the generated source where asked, and for a GPU target the
+ * kernel module (NVRTC, through the cache). */
+static int codegen(const compile_args_t *a, plan_t *p, bool gpu, ft_err_t *e)
+{
+    if (a->emit_cuda) {
+        char *src = cg_emit_source(&p->g, e);
+        if (!src)
+            return -1;
+        int rc = ft_write_file_atomic(a->emit_cuda, src, strlen(src), e);
+        free(src);
+        if (rc != 0)
+            return -1;
+    }
+    if (!gpu)
+        return 0;
+    char buf[FT_PATH_MAX];
+    double t0 = ft_now();
+    if (cg_build(&p->g, a->target, cache_dir(buf, sizeof buf), &p->cuda, e) != 0)
+        return -1;
+    p->has_cuda = true;
+    fprintf(stderr, "ftc: %d kernels for %s, cubin %.1f KiB (%.2f s)\n", p->cuda.nnames, p->cuda.target,
+            (double)p->cuda.image_len / 1024.0, ft_now() - t0);
+    return 0;
+}
+
 static int compile(int argc, char **argv)
 {
     compile_args_t a;
@@ -100,9 +144,10 @@ static int compile(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (strcmp(a.target, "cpu") != 0) {
-        fprintf(stderr, "ftc: target '%s' is not available in this build: the CUDA code generator is not written "
-                        "yet (use --target cpu)\n", a.target);
+    bool gpu = strcmp(a.target, "cpu") != 0;
+    if (gpu && strncmp(a.target, "sm_", 3) != 0) {
+        fprintf(stderr, "ftc: target '%s' is not one ftc compiles for (cpu, or a GPU architecture such as sm_80, "
+                        "sm_90, sm_90a)\n", a.target);
         return 1;
     }
     plan_t p;
@@ -119,6 +164,8 @@ static int compile(int argc, char **argv)
         rc = pass_run_all(&p.g, &ctx, &e);
     if (rc == 0)
         rc = resolve_manifest(&p, &m, &e);
+    if (rc == 0)
+        rc = codegen(&a, &p, gpu, &e);
     if (rc == 0)
         rc = plan_write(&p, a.out, &e);
     model_manifest_free(&m);
@@ -234,6 +281,50 @@ static int merge(int argc, char **argv)
     return 0;
 }
 
+/* The kernel module: entry points, then one launch record per scheduled node. */
+static void inspect_kernels(const plan_t *p)
+{
+    if (!p->has_cuda) {
+        printf("kernels: none (target %s runs the CPU reference executor)\n", p->target);
+        return;
+    }
+    const cg_module_t *m = &p->cuda;
+    int count[CG_KIND_COUNT] = {0};
+    for (int k = 0; k < m->nlaunch; k++)
+        count[m->launch[k].kind]++;
+    printf("kernels: target %s, cubin %zu bytes, %d entry points\n", m->target, m->image_len, m->nnames);
+    for (int i = 0; i < m->nnames; i++) {
+        int uses = 0;
+        for (int k = 0; k < m->nlaunch; k++)
+            uses += m->launch[k].kind == CG_KERNEL && m->launch[k].kernel == i;
+        printf("  %3d  %-44s %4d launch%s\n", i, m->names[i], uses, uses == 1 ? "" : "es");
+    }
+    printf("launches: %d (%d kernels, %d cuBLASLt matmuls, %d aliases that run nothing)\n", m->nlaunch,
+           count[CG_KERNEL], count[CG_MATMUL], count[CG_NOP]);
+    printf("  %5s %6s %-14s %-7s %-34s %-18s %-12s %6s  %s\n", "pos", "node", "op", "kind", "kernel, dtypes", "grid",
+           "block", "smem", "name");
+    static const char *const kinds[CG_KIND_COUNT] = {"nop", "kernel", "matmul"};
+    for (int k = 0; k < m->nlaunch; k++) {
+        const cg_launch_t *l = &m->launch[k];
+        const ir_tensor_t *t = &p->g.t[l->node];
+        char grid[48] = "-", block[48] = "-", smem[16] = "-";
+        const char *kname = "";
+        if (l->kind == CG_KERNEL) {
+            snprintf(grid, sizeof grid, "%u,%u,%u", l->grid[0], l->grid[1], l->grid[2]);
+            snprintf(block, sizeof block, "%u,%u,%u", l->block[0], l->block[1], l->block[2]);
+            snprintf(smem, sizeof smem, "%u", l->smem);
+            kname = m->names[l->kernel];
+        }
+        /* entry names are "ftk_<op>_<dtypes>": the op has its own column, show index and dtypes */
+        char kcol[CG_NAME_MAX + 16] = "-";
+        size_t oplen = strlen(ir_ops[t->op]->name);
+        if (l->kind == CG_KERNEL)
+            snprintf(kcol, sizeof kcol, "%3d %s", l->kernel, strlen(kname) > 5 + oplen ? kname + 5 + oplen : kname);
+        printf("  %5d %6d %-14s %-7s %-34s %-18s %-12s %6s  %s\n", k, l->node, ir_ops[t->op]->name, kinds[l->kind],
+               kcol, grid, block, smem, t->name);
+    }
+}
+
 static int inspect(int argc, char **argv)
 {
     const char *path = NULL;
@@ -271,7 +362,7 @@ static int inspect(int argc, char **argv)
     if (memory)
         inspect_memory(&p);
     if (kernels)
-        printf("kernels: none (target %s runs the CPU reference executor)\n", p.target);
+        inspect_kernels(&p);
     plan_free(&p);
     return 0;
 }

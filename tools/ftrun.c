@@ -2,7 +2,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/device.h"
 #include "runtime/plan.h"
 #include "runtime/train.h"
 
@@ -69,26 +68,6 @@ static int parse_args(int argc, char **argv, run_args_t *a)
     return 0;
 }
 
-/* The CUDA executor is not part of this build yet: say so plainly rather than pretend. */
-static int pick_device(const char *want)
-{
-    if (strcmp(want, "cpu") == 0)
-        return 0;
-    char why[256] = "";
-    int n = rt_gpu_count(why, sizeof why);
-    if (strcmp(want, "cuda") == 0) {
-        fprintf(stderr, "ftrun: --device cuda: %s\n",
-                n > 0 ? "the CUDA executor is not in this build yet" : why);
-        return -1;
-    }
-    if (n > 0)
-        fprintf(stderr, "ftrun: notice: %d GPU(s) found, but the CUDA executor is not in this build yet; "
-                        "running the CPU reference executor\n", n);
-    else
-        fprintf(stderr, "ftrun: notice: no usable GPU (%s); running the CPU reference executor\n", why);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -100,14 +79,13 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (pick_device(a.device) != 0)
-        return 1;
     plan_t p;
     ft_err_t e;
     if (plan_read(a.plan, &p, &e) != 0) {
         fprintf(stderr, "ftrun: %s\n", e.msg);
         return 1;
     }
+    a.o.device = a.device; /* resolved against the plan and the machine by rt_train */
     int rc = rt_train(&p, &a.o, &e);
     if (rc < 0)
         fprintf(stderr, "ftrun: %s\n", e.msg);

@@ -1,0 +1,64 @@
+/* cg_internal.h — what the parts of the GPU code generator share with each other and with
+ * their tests, and nothing else should use: the embedded kernel templates, the kernel entry
+ * points a graph needs, launch geometry, and the NVRTC compiler with its cache. The public
+ * interface is codegen.h. */
+#ifndef FTC_CG_INTERNAL_H
+#define FTC_CG_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "codegen.h"
+
+/* The template files, embedded at build time by cmake/embed.cmake (kernel_abi.h and
+ * the .cuh files of codegen/kernels/, sorted by name) into the generated gen/kernels_embed.c. */
+typedef struct {
+    const char *name; /* file name, e.g. "attention.cuh" */
+    const char *text; /* NUL-terminated contents */
+    size_t len;
+} cg_embedded_t;
+
+extern const cg_embedded_t cg_embedded[];
+extern const int cg_nembedded;
+
+/* Launch geometry the templates are written for; emit.c hands the kernel-side ones to the
+ * source as #defines, so the two cannot drift apart. */
+#define CG_EW_THREADS 256        /* elementwise, movement, rope, embed_bwd */
+#define CG_EW_MAX_BLOCKS (1u << 20)
+#define CG_ONE_THREADS 1024      /* single-block reductions */
+#define CG_ATT_THREADS 128       /* attention: 4 warps */
+#define CG_ATT_DPL 8             /* head dims per lane: Dh <= 256 */
+#define CG_ATT_TILE 32           /* attn_bwd dk/dv: keys per block */
+#define CG_EBW_COLS 8            /* embed_bwd: columns per thread and pass */
+#define CG_RBW_COLS 8            /* rmsnorm_bwd_w: columns per thread and pass */
+#define CG_SMEM_DEFAULT (48u * 1024u)
+
+/* A target the generator accepts: "sm_" + 2 or 3 digits (80 or newer) + optional "a". */
+int cg_check_target(const char *target, ft_err_t *e);
+/* Largest dynamic shared memory a block of target may opt in to. */
+unsigned cg_smem_limit(const char *target);
+
+/* The entry point name of scheduled node `id` ("ftk_<op>_<input dtypes>_<output dtype>"),
+ * or -1 with a message when the node cannot run on the GPU (f64 tensors). */
+int cg_kernel_name(const ir_graph_t *g, int id, char name[CG_NAME_MAX], ft_err_t *e);
+
+/* The distinct entry points the scheduled nodes of g use, sorted (strcmp); malloc'd. */
+int cg_kernel_names(const ir_graph_t *g, char ***names, int *n, ft_err_t *e);
+void cg_names_free(char **names, int n);
+
+/* Kind, grid, block and dynamic shared memory of scheduled node `id` on target (the kernel
+ * index is left -1); -1 with a message when the shapes exceed what the kernels support. */
+int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l, ft_err_t *e);
+
+/* NVRTC: the source compiled for target into a cubin (malloc'd); on failure the message
+ * holds NVRTC's error and compile log. */
+int cg_nvrtc_compile(const char *src, const char *target, unsigned char **image, size_t *len, ft_err_t *e);
+/* The same through the cache in cache_dir (NULL or "": none): <cache_dir>/<key>.cubin with
+ * key = FNV-1a 64 of the source, the options and the NVRTC version, written atomically.
+ * *hit tells whether the cache answered. */
+int cg_compile_cached(const char *src, const char *target, const char *cache_dir, unsigned char **image, size_t *len,
+                      bool *hit, ft_err_t *e);
+/* The cache file cg_compile_cached uses for (src, target) in cache_dir. */
+int cg_cache_path(const char *src, const char *target, const char *cache_dir, char *path, size_t cap, ft_err_t *e);
+
+#endif

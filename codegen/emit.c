@@ -1,0 +1,488 @@
+/* emit.c — the GPU code generator's front half: which kernel every scheduled node runs, the
+ * CUDA C++ source that defines those kernels, and the launch record of every node; then
+ * cg_build, which hands the source to NVRTC (nvrtc.c) and assembles the cg_module_t.
+ *
+ * The kernels are C++ function templates in codegen/kernels/ (the .cuh files), embedded into the
+ * library at build time (cmake/embed.cmake). A graph's source is a preamble of constants,
+ * the templates, and one `extern "C"` entry point per distinct (op, input dtypes, output
+ * dtype) the schedule uses, named ftk_<op>_<dtypes> and instantiating ftk::<template> with
+ * those storage types. Entry points are sorted by name and nothing else of the graph
+ * enters the text, so the same kernel set always gives the same bytes and graphs that use
+ * the same kernels share one compile-cache entry. Matmuls are not kernels (the runtime runs
+ * them through cuBLASLt); reshapes and leaves run nothing. */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg_internal.h"
+
+/* How an op's launch is shaped (see the `launch:` line of each template file). */
+typedef enum {
+    SH_NONE,      /* not a kernel */
+    SH_EW,        /* CG_EW_THREADS threads, a grid over the output's elements */
+    SH_ROWS,      /* one block per row of input 0's last extent */
+    SH_ONE,       /* one block of CG_ONE_THREADS: deterministic reduction to a scalar */
+    SH_TINY,      /* one warp: a scalar computed by one thread */
+    SH_ROPE,      /* a grid over (token, rotation pair), inverse frequencies in shared memory */
+    SH_EMBED_BWD, /* grid (V, column groups) */
+    SH_ATTN,      /* grid (S, Hq, B) */
+    SH_ATTN_BWD,  /* dq as attn; dk and dv grid (key tiles, Hkv, B) */
+} shape_t;
+
+typedef struct {
+    const char *tmpl; /* function template in namespace ftk; NULL: no kernel */
+    shape_t shape;
+    unsigned bounds;  /* __launch_bounds__ of the entry point: the largest block it is given */
+} cg_op_t;
+
+_Static_assert(OP_COUNT == 34, "a new op needs its kernel (or NULL) in codegen/emit.c's ops[]");
+
+static const cg_op_t ops[OP_COUNT] = {
+    [OP_LEAF] = {NULL, SH_NONE, 0},
+    [OP_FILL] = {"fill", SH_EW, CG_EW_THREADS},
+    [OP_EMBED] = {"embed", SH_EW, CG_EW_THREADS},
+    [OP_EMBED_BWD] = {"embed_bwd", SH_EMBED_BWD, CG_EW_THREADS},
+    [OP_MATMUL] = {NULL, SH_NONE, 0},
+    [OP_ADD] = {"add", SH_EW, CG_EW_THREADS},
+    [OP_MUL] = {"mul", SH_EW, CG_EW_THREADS},
+    [OP_SCALE] = {"scale", SH_EW, CG_EW_THREADS},
+    [OP_CAST] = {"cast", SH_EW, CG_EW_THREADS},
+    [OP_RESHAPE] = {NULL, SH_NONE, 0},
+    [OP_PERMUTE] = {"permute", SH_EW, CG_EW_THREADS},
+    [OP_SLICE] = {"slice", SH_EW, CG_EW_THREADS},
+    [OP_SLICE_BWD] = {"slice_bwd", SH_EW, CG_EW_THREADS},
+    [OP_CONCAT] = {"concat", SH_EW, CG_EW_THREADS},
+    [OP_RMSNORM] = {"rmsnorm", SH_ROWS, 1024},
+    [OP_RMSNORM_BWD_X] = {"rmsnorm_bwd_x", SH_ROWS, 1024},
+    [OP_RMSNORM_BWD_W] = {"rmsnorm_bwd_w", SH_ONE, CG_ONE_THREADS},
+    [OP_ROPE] = {"rope", SH_ROPE, CG_EW_THREADS},
+    [OP_SILU] = {"silu", SH_EW, CG_EW_THREADS},
+    [OP_SILU_BWD] = {"silu_bwd", SH_EW, CG_EW_THREADS},
+    [OP_SWIGLU] = {"swiglu", SH_EW, CG_EW_THREADS},
+    [OP_SWIGLU_BWD_G] = {"swiglu_bwd_g", SH_EW, CG_EW_THREADS},
+    [OP_SWIGLU_BWD_U] = {"swiglu_bwd_u", SH_EW, CG_EW_THREADS},
+    [OP_ATTN] = {"attn", SH_ATTN, CG_ATT_THREADS},
+    [OP_ATTN_BWD] = {"attn_bwd", SH_ATTN_BWD, CG_ATT_THREADS},
+    [OP_XENT] = {"xent", SH_ONE, CG_ONE_THREADS},
+    [OP_XENT_BWD] = {"xent_bwd", SH_ROWS, 1024},
+    [OP_SUM] = {"sum", SH_ONE, CG_ONE_THREADS},
+    [OP_MEAN] = {"mean", SH_ONE, CG_ONE_THREADS},
+    [OP_DROPOUT] = {"dropout", SH_EW, CG_EW_THREADS},
+    [OP_SUMSQ] = {"sumsq", SH_ONE, CG_ONE_THREADS},
+    [OP_ACC] = {"acc", SH_EW, CG_EW_THREADS},
+    [OP_GNORM] = {"gnorm", SH_TINY, 32},
+    [OP_ADAMW] = {"adamw", SH_EW, CG_EW_THREADS},
+};
+
+/* The template files in the order the source needs them: the argument block, the shared
+ * helpers, then the op families. Every embedded file must appear here (emit checks). */
+static const char *const file_order[] = {
+    "kernel_abi.h", "common.cuh", "elementwise.cuh", "movement.cuh",
+    "norm.cuh", "rope.cuh", "attention.cuh", "reduce.cuh",
+};
+#define NFILES (sizeof file_order / sizeof file_order[0])
+
+/* Storage type of each dtype in the templates; f64 has none. */
+static const char *const cxx_type[IR_DTYPE_COUNT] = {
+    [IR_F32] = "float", [IR_BF16] = "__nv_bfloat16", [IR_F16] = "__half", [IR_I32] = "int", [IR_F64] = NULL,
+};
+_Static_assert(IR_DTYPE_COUNT == 5, "a new dtype needs its storage type in codegen/emit.c's cxx_type[]");
+
+cg_kind_t cg_op_kind(ir_op_t op)
+{
+    if ((unsigned)op >= OP_COUNT)
+        return CG_KIND_COUNT;
+    if (op == OP_MATMUL)
+        return CG_MATMUL;
+    return ops[op].tmpl ? CG_KERNEL : CG_NOP;
+}
+
+static const char *template_of(const ir_tensor_t *t)
+{
+    if (t->op == OP_FILL && t->nsrc == 0)
+        return "fill_const";
+    return ops[t->op].tmpl;
+}
+
+/* ---- a growable string ---- */
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+} sbuf_t;
+
+static void sb_put(sbuf_t *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        b->s = ft_xrealloc(b->s, cap);
+        b->cap = cap;
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = 0;
+}
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...) FT_PRINTF(2, 3);
+static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        sb_put(b, tmp, (size_t)n);
+        return;
+    }
+    char *big = ft_xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb_put(b, big, (size_t)n);
+    free(big);
+}
+
+/* ---- entry points ---- */
+
+int cg_kernel_name(const ir_graph_t *g, int id, char name[CG_NAME_MAX], ft_err_t *e)
+{
+    const ir_tensor_t *t = &g->t[id];
+    if (!ops[t->op].tmpl)
+        return ft_fail(e, "node %d '%s' (%s) runs no generated kernel", id, t->name, ir_ops[t->op]->name);
+    size_t n = (size_t)snprintf(name, CG_NAME_MAX, "ftk_%s", ir_ops[t->op]->name);
+    for (int s = 0; s <= t->nsrc; s++) {
+        const ir_tensor_t *x = s < t->nsrc ? &g->t[t->src[s]] : t;
+        if ((unsigned)x->dtype >= IR_DTYPE_COUNT || !cxx_type[x->dtype])
+            return ft_fail(e, "node %d '%s' (%s): %s tensor '%s' has no GPU kernels (f32, bf16, f16 and i32 do)", id,
+                           t->name, ir_ops[t->op]->name, ir_dtype_name(x->dtype), x->name);
+        if (n >= CG_NAME_MAX)
+            break;
+        n += (size_t)snprintf(name + n, CG_NAME_MAX - n, "_%s", ir_dtype_name(x->dtype));
+    }
+    if (n >= CG_NAME_MAX)
+        return ft_fail(e, "node %d '%s': kernel name too long", id, t->name);
+    return 0;
+}
+
+typedef struct {
+    char name[CG_NAME_MAX];
+    int node; /* a node that uses it: its op and dtypes give the template arguments */
+} entry_t;
+
+static int cmp_entry(const void *a, const void *b) { return strcmp(((const entry_t *)a)->name, ((const entry_t *)b)->name); }
+
+/* The distinct entry points of g's schedule, sorted by name. */
+static int collect(const ir_graph_t *g, entry_t **out, int *nout, ft_err_t *e)
+{
+    *out = NULL;
+    *nout = 0;
+    if (g->nsched > 0 && !g->sched)
+        return ft_fail(e, "codegen: the graph has no schedule (run the pass pipeline first)");
+    entry_t *en = ft_xmalloc((size_t)(g->nsched > 0 ? g->nsched : 1) * sizeof *en);
+    int n = 0;
+    for (int k = 0; k < g->nsched; k++) {
+        int id = g->sched[k];
+        if (id < 0 || id >= g->n) {
+            free(en);
+            return ft_fail(e, "codegen: schedule entry %d names tensor %d of %d", k, id, g->n);
+        }
+        if (cg_op_kind(g->t[id].op) != CG_KERNEL)
+            continue;
+        if (cg_kernel_name(g, id, en[n].name, e) != 0) {
+            free(en);
+            return -1;
+        }
+        en[n++].node = id;
+    }
+    qsort(en, (size_t)n, sizeof *en, cmp_entry);
+    int u = 0;
+    for (int i = 0; i < n; i++)
+        if (u == 0 || strcmp(en[u - 1].name, en[i].name) != 0)
+            en[u++] = en[i];
+    *out = en;
+    *nout = u;
+    return 0;
+}
+
+int cg_kernel_names(const ir_graph_t *g, char ***names, int *n, ft_err_t *e)
+{
+    entry_t *en;
+    int ne;
+    *names = NULL;
+    *n = 0;
+    if (collect(g, &en, &ne, e) != 0)
+        return -1;
+    char **v = ft_xmalloc((size_t)(ne > 0 ? ne : 1) * sizeof *v);
+    for (int i = 0; i < ne; i++)
+        v[i] = ft_xstrdup(en[i].name);
+    free(en);
+    *names = v;
+    *n = ne;
+    return 0;
+}
+
+void cg_names_free(char **names, int n)
+{
+    for (int i = 0; i < n && names; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* ---- the source ---- */
+
+static const cg_embedded_t *embedded(const char *name)
+{
+    for (int i = 0; i < cg_nembedded; i++)
+        if (strcmp(cg_embedded[i].name, name) == 0)
+            return &cg_embedded[i];
+    return NULL;
+}
+
+static int emit_templates(sbuf_t *b, ft_err_t *e)
+{
+    for (int i = 0; i < cg_nembedded; i++) {
+        bool placed = false;
+        for (size_t k = 0; k < NFILES; k++)
+            placed = placed || strcmp(file_order[k], cg_embedded[i].name) == 0;
+        if (!placed)
+            return ft_fail(e, "codegen: kernel template '%s' is embedded but has no place in emit.c's file_order[]",
+                           cg_embedded[i].name);
+    }
+    for (size_t k = 0; k < NFILES; k++) {
+        const cg_embedded_t *f = embedded(file_order[k]);
+        if (!f)
+            return ft_fail(e, "codegen: kernel template '%s' is not embedded in this build", file_order[k]);
+        sb_printf(b, "#line 1 \"%s\"\n", f->name);
+        sb_put(b, f->text, f->len);
+        if (f->len == 0 || f->text[f->len - 1] != '\n')
+            sb_put(b, "\n", 1);
+    }
+    return 0;
+}
+
+static void emit_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en)
+{
+    const ir_tensor_t *t = &g->t[en->node];
+    sb_printf(b, "extern \"C\" __global__ void __launch_bounds__(%u) %s(const __grid_constant__ ftk_args_t a)\n{\n",
+              ops[t->op].bounds, en->name);
+    sb_printf(b, "    ftk::%s<", template_of(t));
+    for (int s = 0; s < t->nsrc; s++)
+        sb_printf(b, "%s, ", cxx_type[g->t[t->src[s]].dtype]);
+    sb_printf(b, "%s>(a);\n}\n\n", cxx_type[t->dtype]);
+}
+
+static char *emit(const ir_graph_t *g, const entry_t *en, int ne, ft_err_t *e)
+{
+    sbuf_t b = {0};
+    sb_printf(&b, "/* Generated by ftc's GPU code generator (codegen/emit.c) from the kernel templates of\n"
+                  " * codegen/kernels/: %d entry points. Do not edit; the same kernel set gives the same bytes. */\n",
+              ne);
+    /* constants shared with the host side (ir.h's hyper-parameter slots, launch geometry) */
+    static const struct {
+        const char *name;
+        int value;
+    } defs[] = {
+        {"FTK_HYPER_LR", IR_HYPER_LR},       {"FTK_HYPER_BETA1", IR_HYPER_BETA1},
+        {"FTK_HYPER_BETA2", IR_HYPER_BETA2}, {"FTK_HYPER_EPS", IR_HYPER_EPS},
+        {"FTK_HYPER_WD", IR_HYPER_WD},       {"FTK_HYPER_BC1", IR_HYPER_BC1},
+        {"FTK_HYPER_BC2", IR_HYPER_BC2},     {"FTK_HYPER_INV_NTOK", IR_HYPER_INV_NTOK},
+        {"FTK_HYPER_CLIP", IR_HYPER_CLIP},   {"FTK_ATT_DPL", CG_ATT_DPL},
+        {"FTK_ATT_TILE", CG_ATT_TILE},       {"FTK_EBW_COLS", CG_EBW_COLS},
+        {"FTK_RBW_COLS", CG_RBW_COLS},
+    };
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
+        sb_printf(&b, "#define %s %d\n", defs[i].name, defs[i].value);
+    if (emit_templates(&b, e) != 0) {
+        free(b.s);
+        return NULL;
+    }
+    sb_printf(&b, "#line 1 \"ftc_entry_points\"\n");
+    for (int i = 0; i < ne; i++)
+        emit_entry(&b, g, &en[i]);
+    return b.s;
+}
+
+char *cg_emit_source(const ir_graph_t *g, ft_err_t *e)
+{
+    entry_t *en;
+    int ne;
+    if (collect(g, &en, &ne, e) != 0)
+        return NULL;
+    char *src = emit(g, en, ne, e);
+    free(en);
+    return src;
+}
+
+/* ---- launch records ---- */
+
+static unsigned clamp_u(int64_t v, int64_t hi) { return (unsigned)(v < 1 ? 1 : v > hi ? hi : v); }
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Threads for one row of d elements: about four elements per thread, whole warps, 32..1024. */
+static unsigned row_threads(int64_t d) { return 32u * clamp_u(ceil_div(ceil_div(d, 4), 32), 32); }
+
+static void set_1d(cg_launch_t *l, unsigned grid, unsigned threads)
+{
+    l->grid[0] = grid;
+    l->block[0] = threads;
+}
+
+static int attn_launch(const ir_tensor_t *t, const ir_tensor_t *q, const ir_tensor_t *k, cg_launch_t *l, ft_err_t *e)
+{
+    int64_t nb = q->shape[0], ns = q->shape[1], hq = q->shape[2], dh = q->shape[3], hkv = k->shape[2];
+    if (dh > 32 * CG_ATT_DPL)
+        return ft_fail(e, "%s '%s': head dim %lld exceeds the GPU kernel's limit of %d", ir_ops[t->op]->name, t->name,
+                       (long long)dh, 32 * CG_ATT_DPL);
+    int64_t nw = CG_ATT_THREADS / 32;
+    l->block[0] = CG_ATT_THREADS;
+    l->grid[1] = clamp_u(hq, 65535);
+    l->grid[2] = clamp_u(nb, 65535);
+    if (t->op == OP_ATTN) {
+        l->grid[0] = clamp_u(ns, INT32_MAX);
+        l->smem = (unsigned)(nw * (dh + 2) * 4);
+    } else if (t->ip[0] == 0) {
+        l->grid[0] = clamp_u(ns, INT32_MAX);
+        l->smem = (unsigned)((nw * dh + 3 * nw) * 4);
+    } else {
+        l->grid[0] = clamp_u(ceil_div(ns, CG_ATT_TILE), INT32_MAX);
+        l->grid[1] = clamp_u(hkv, 65535);
+        l->smem = (unsigned)((CG_ATT_TILE * dh + CG_ATT_TILE + 3 * nw) * 4);
+    }
+    return 0;
+}
+
+int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l, ft_err_t *e)
+{
+    const ir_tensor_t *t = &g->t[id];
+    memset(l, 0, sizeof *l);
+    l->node = id;
+    l->kind = cg_op_kind(t->op);
+    l->kernel = -1;
+    if (l->kind != CG_KERNEL)
+        return 0;
+    const ir_tensor_t *x = t->nsrc > 0 ? &g->t[t->src[0]] : t;
+    l->grid[0] = l->grid[1] = l->grid[2] = 1;
+    l->block[0] = l->block[1] = l->block[2] = 1;
+    switch (ops[t->op].shape) {
+    case SH_EW:
+        set_1d(l, clamp_u(ceil_div(ir_numel(t), CG_EW_THREADS), CG_EW_MAX_BLOCKS), CG_EW_THREADS);
+        break;
+    case SH_ROWS: {
+        int64_t d = x->ndim > 0 ? x->shape[x->ndim - 1] : 1;
+        set_1d(l, clamp_u(ir_numel(x) / d, INT32_MAX), row_threads(d));
+        break;
+    }
+    case SH_ONE:
+        set_1d(l, 1, CG_ONE_THREADS);
+        break;
+    case SH_TINY:
+        set_1d(l, 1, 32);
+        break;
+    case SH_ROPE: {
+        int64_t dh = x->shape[3], half = dh / 2;
+        set_1d(l, clamp_u(ceil_div(ir_numel(x) / dh * half, CG_EW_THREADS), CG_EW_MAX_BLOCKS), CG_EW_THREADS);
+        l->smem = (unsigned)(half * 8);
+        break;
+    }
+    case SH_EMBED_BWD:
+        set_1d(l, clamp_u(t->shape[0], INT32_MAX), CG_EW_THREADS);
+        l->grid[1] = clamp_u(ceil_div(t->shape[1], (int64_t)CG_EW_THREADS * CG_EBW_COLS), 65535);
+        break;
+    case SH_ATTN:
+    case SH_ATTN_BWD:
+        if (attn_launch(t, x, &g->t[t->src[1]], l, e) != 0)
+            return -1;
+        break;
+    case SH_NONE:
+        return ft_fail(e, "node %d '%s': no launch shape for op %s", id, t->name, ir_ops[t->op]->name);
+    }
+    unsigned limit = cg_smem_limit(target);
+    if (l->smem > limit)
+        return ft_fail(e, "node %d '%s' (%s) needs %u bytes of shared memory; %s allows %u", id, t->name,
+                       ir_ops[t->op]->name, l->smem, target, limit);
+    return 0;
+}
+
+/* ---- the module ---- */
+
+static int find_name(char **names, int n, const char *name)
+{
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(names[mid], name);
+        if (c == 0)
+            return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
+static int build(const ir_graph_t *g, const char *target, const char *cache_dir, cg_module_t *m, ft_err_t *e)
+{
+    if (cg_check_target(target, e) != 0)
+        return -1;
+    snprintf(m->target, sizeof m->target, "%s", target);
+    entry_t *en;
+    int ne;
+    if (collect(g, &en, &ne, e) != 0)
+        return -1;
+    m->names = ft_xmalloc((size_t)(ne > 0 ? ne : 1) * sizeof *m->names);
+    for (int i = 0; i < ne; i++)
+        m->names[m->nnames++] = ft_xstrdup(en[i].name);
+    /* launch records first: a shape the kernels cannot take fails before the slow compile */
+    m->launch = ft_xcalloc((size_t)(g->nsched > 0 ? g->nsched : 1), sizeof *m->launch);
+    m->nlaunch = g->nsched;
+    for (int k = 0; k < g->nsched; k++) {
+        cg_launch_t *l = &m->launch[k];
+        if (cg_launch_of(g, g->sched[k], target, l, e) != 0) {
+            free(en);
+            return -1;
+        }
+        if (l->kind != CG_KERNEL)
+            continue;
+        char name[CG_NAME_MAX];
+        if (cg_kernel_name(g, l->node, name, e) != 0) {
+            free(en);
+            return -1;
+        }
+        l->kernel = find_name(m->names, m->nnames, name);
+    }
+    char *src = emit(g, en, ne, e);
+    free(en);
+    if (!src)
+        return -1;
+    bool hit;
+    int rc = cg_compile_cached(src, target, cache_dir, &m->image, &m->image_len, &hit, e);
+    free(src);
+    return rc;
+}
+
+int cg_build(const ir_graph_t *g, const char *target, const char *cache_dir, cg_module_t *m, ft_err_t *e)
+{
+    memset(m, 0, sizeof *m);
+    if (build(g, target, cache_dir, m, e) != 0) {
+        cg_module_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+void cg_module_free(cg_module_t *m)
+{
+    if (!m)
+        return;
+    free(m->image);
+    cg_names_free(m->names, m->nnames);
+    free(m->launch);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,738 @@
+/* test_kernels.c — every GPU kernel against the CPU reference executor. For each op that
+ * runs on the GPU (matmul in all four transpose cases and batched through cuBLASLt, every
+ * other op through its generated kernel), a one-op graph with random inputs of realistic
+ * small shapes is scheduled, memory-planned and compiled for the GPU's architecture, then
+ * run by both executors; the outputs (and the inputs an op updates in place) are compared
+ * by normwise relative error: ||gpu - cpu|| / ||cpu|| under 1e-5 for f32 (cuBLASLt runs
+ * f32 in full fp32, no TF32) and 1e-2 for bf16. The GPU arena is filled with 0xff bytes
+ * (NaN in every float type) before the inputs are written, so an output element a kernel
+ * forgets shows up. Ops that are pure functions of their inputs are run a second time,
+ * which replays a CUDA graph, and must give the same bits (kernels are deterministic).
+ * Dropout must draw exactly the CPU's mask.
+ *
+ * Not a ctest test (CPU CI has no GPU): tests/gpu/run.sh runs it on a GPU machine. Without
+ * a GPU it still builds and compiles every case and runs the CPU side, then says so.
+ *
+ * usage: test_kernels [--arch sm_XY] [--cache DIR] [FILTER]   (FILTER: substring of labels) */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/codegen.h"
+#include "ir/ir.h"
+#include "passes/passes.h"
+#include "runtime/device.h"
+#include "runtime/exec.h"
+#include "runtime/exec_cuda.h"
+
+#define MAXLEAF 8
+#define TOL_F32 1e-5
+#define TOL_BF16 1e-2
+
+typedef struct {
+    const char *arch, *cache, *filter;
+    bool gpu;
+    int pass, fail, skipped, compiled;
+} env_t;
+
+typedef struct {
+    char label[96];
+    ir_graph_t g;
+    char leaf_name[MAXLEAF][16];
+    double *leaf_val[MAXLEAF];
+    int nleaf;
+    int out;               /* the node under test (id before the passes) */
+    const char *also[2];   /* inputs the op updates in place, compared too */
+    double tol;
+    bool mask;             /* dropout: the zero pattern must match exactly */
+} tcase_t;
+
+/* ------------------------------------------------------------------ values */
+
+static uint64_t rng_s = 0x243f6a8885a308d3ULL;
+
+static double urand(void) /* [0, 1) */
+{
+    uint64_t z = (rng_s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static int64_t numel_of(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
+    return n;
+}
+
+/* ------------------------------------------------------------------ building a case */
+
+static void begin(tcase_t *c, double tol, const char *fmt, ...) FT_PRINTF(3, 4);
+static void begin(tcase_t *c, double tol, const char *fmt, ...)
+{
+    memset(c, 0, sizeof *c);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->label, sizeof c->label, fmt, ap);
+    va_end(ap);
+    ir_graph_init(&c->g);
+    c->tol = tol;
+    c->out = -1;
+}
+
+static double tol_of(ir_dtype_t dt) { return dt == IR_F32 ? TOL_F32 : TOL_BF16; }
+
+/* A leaf with values uniform in [lo, hi) (whole numbers when dt is i32). */
+static int leaf(tcase_t *c, const char *name, ir_dtype_t dt, int ndim, const int64_t *shape, double lo, double hi)
+{
+    int id = ir_leaf(&c->g, name, IR_INPUT, dt, ndim, shape);
+    if (id < 0 || c->nleaf == MAXLEAF)
+        return -1;
+    int64_t n = numel_of(ndim, shape);
+    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = dt == IR_I32 ? floor(lo + urand() * (hi - lo)) : lo + urand() * (hi - lo);
+    snprintf(c->leaf_name[c->nleaf], sizeof c->leaf_name[0], "%s", name);
+    c->leaf_val[c->nleaf++] = v;
+    return id;
+}
+
+static double *vals(tcase_t *c, const char *name)
+{
+    for (int i = 0; i < c->nleaf; i++)
+        if (strcmp(c->leaf_name[i], name) == 0)
+            return c->leaf_val[i];
+    return NULL;
+}
+
+static void end_case(tcase_t *c)
+{
+    for (int i = 0; i < c->nleaf; i++)
+        free(c->leaf_val[i]);
+    ir_graph_free(&c->g);
+}
+
+/* ------------------------------------------------------------------ running a case */
+
+typedef struct {
+    double rel, maxabs;
+    int64_t nonfinite; /* elements finite on the CPU but not on the GPU, or the reverse */
+    int64_t mask_diff; /* elements zero on one side only */
+} cmp_t;
+
+static void compare(const double *gpu, const double *cpu, int64_t n, cmp_t *r)
+{
+    double num = 0, den = 0;
+    memset(r, 0, sizeof *r);
+    for (int64_t i = 0; i < n; i++) {
+        double a = gpu[i], b = cpu[i];
+        if ((a == 0) != (b == 0))
+            r->mask_diff++;
+        if (!isfinite(a) || !isfinite(b)) {
+            if (!(isnan(a) && isnan(b)) && a != b)
+                r->nonfinite++;
+            continue;
+        }
+        double d = fabs(a - b);
+        if (d > r->maxabs)
+            r->maxabs = d;
+        num += d * d;
+        den += b * b;
+    }
+    r->rel = den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static int write_inputs(rt_exec_t *x, tcase_t *c, ft_err_t *e)
+{
+    for (int i = 0; i < c->nleaf; i++) {
+        int id = ir_find(x->g, c->leaf_name[i]);
+        if (id < 0)
+            return ft_fail(e, "leaf '%s' vanished", c->leaf_name[i]);
+        if (rt_exec_write_f64(x, id, c->leaf_val[i], e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int read_all(rt_exec_t *x, int id, double **out, ft_err_t *e)
+{
+    *out = malloc((size_t)ir_numel(&x->g->t[id]) * sizeof **out);
+    return rt_exec_read_f64(x, id, *out, e);
+}
+
+static const char *kind_name(cg_kind_t k)
+{
+    return k == CG_NOP ? "nop" : k == CG_KERNEL ? "kernel" : k == CG_MATMUL ? "cublasLt" : "?";
+}
+
+static void row(const tcase_t *c, const char *dt, const char *shape, const char *how, const cmp_t *r, const char *st,
+                const char *why)
+{
+    if (r)
+        printf("%-40s %-9s %-18s %-8s %10.3g %10.3g %8.0e  %s%s%s\n", c->label, dt, shape, how, r->maxabs, r->rel,
+               c->tol, st, why[0] ? "  " : "", why);
+    else
+        printf("%-40s %-9s %-18s %-8s %10s %10s %8.0e  %s%s%s\n", c->label, dt, shape, how, "-", "-", c->tol, st,
+               why[0] ? "  " : "", why);
+}
+
+/* Runs the case on the CPU and (with a GPU) the CUDA executor and compares. */
+static void run_case(env_t *env, tcase_t *c, int out)
+{
+    if (env->filter && !strstr(c->label, env->filter)) {
+        end_case(c);
+        return;
+    }
+    char why[1400] = "", shape[64] = "?", outname[IR_NAME_MAX], dtbuf[24];
+    const char *dt = "?";
+    ft_err_t e;
+    cg_module_t m;
+    memset(&m, 0, sizeof m);
+    rt_exec_t cpu, gpu;
+    memset(&cpu, 0, sizeof cpu);
+    memset(&gpu, 0, sizeof gpu);
+    double *want = NULL, *got = NULL, *got2 = NULL;
+    cmp_t r = {0}, worst = {0};
+    bool ok = false, ran = false;
+    const char *how = "?";
+    if (out < 0 || c->g.err[0]) {
+        snprintf(why, sizeof why, "building the graph: %s", c->g.err);
+        goto done;
+    }
+    snprintf(outname, sizeof outname, "%s", "under_test");
+    ir_set_name(&c->g, out, "%s", outname);
+    c->g.t[out].flags |= IR_FLAG_OUTPUT;
+    {
+        ir_dtype_t di = c->g.t[out].nsrc ? c->g.t[c->g.t[out].src[0]].dtype : c->g.t[out].dtype;
+        ir_dtype_t dout = c->g.t[out].dtype;
+        snprintf(dtbuf, sizeof dtbuf, di == dout ? "%s" : "%s>%s", ir_dtype_name(di), ir_dtype_name(dout));
+        dt = dtbuf;
+    }
+    ir_shape_str(&c->g.t[out], shape, sizeof shape);
+    pass_ctx_t ctx = {0};
+    if (ir_verify(&c->g, &e) != 0 || pass_schedule(&c->g, &ctx, &e) != 0 || pass_memplan(&c->g, &ctx, &e) != 0) {
+        snprintf(why, sizeof why, "passes: %s", e.msg);
+        goto done;
+    }
+    int id = ir_find(&c->g, outname);
+    if (cg_build(&c->g, env->arch, env->cache, &m, &e) != 0) {
+        snprintf(why, sizeof why, "codegen: %s", e.msg);
+        goto done;
+    }
+    env->compiled++;
+    for (int k = 0; k < m.nlaunch; k++)
+        if (m.launch[k].node == id)
+            how = kind_name(m.launch[k].kind);
+    if (rt_exec_open_cpu(&cpu, &c->g, &e) != 0 || write_inputs(&cpu, c, &e) != 0 ||
+        cpu.ops->run(&cpu, c->g.t[id].phase, &e) != 0) {
+        snprintf(why, sizeof why, "cpu: %s", e.msg);
+        goto done;
+    }
+    if (!env->gpu) {
+        ok = true;
+        goto done;
+    }
+    if (rt_exec_open_cuda_module(&gpu, &c->g, &m, &e) != 0 || rt_exec_cuda_fill(&gpu, 0xff, &e) != 0 ||
+        write_inputs(&gpu, c, &e) != 0 || gpu.ops->run(&gpu, c->g.t[id].phase, &e) != 0) {
+        snprintf(why, sizeof why, "gpu: %s", e.msg);
+        goto done;
+    }
+    ran = true;
+    /* the output, then the inputs the op updates in place */
+    ok = true;
+    for (int k = 0; k < 3; k++) {
+        int t = k == 0 ? id : c->also[k - 1] ? ir_find(&c->g, c->also[k - 1]) : -1;
+        if (k > 0 && t < 0)
+            continue;
+        free(want);
+        free(got);
+        want = got = NULL;
+        if (read_all(&cpu, t, &want, &e) != 0 || read_all(&gpu, t, &got, &e) != 0) {
+            snprintf(why, sizeof why, "reading '%s': %s", c->g.t[t].name, e.msg);
+            ok = false;
+            break;
+        }
+        compare(got, want, ir_numel(&c->g.t[t]), &r);
+        if (r.rel > worst.rel || isnan(r.rel))
+            worst.rel = r.rel;
+        if (r.maxabs > worst.maxabs)
+            worst.maxabs = r.maxabs;
+        size_t wl = strlen(why);
+        if (r.nonfinite)
+            snprintf(why + wl, sizeof why - wl, "%s%lld non-finite mismatches in '%s' (an unwritten output?)",
+                     wl ? "; " : "", (long long)r.nonfinite, c->g.t[t].name), ok = false;
+        else if (!(r.rel <= c->tol))
+            snprintf(why + wl, sizeof why - wl, "%s'%s' differs", wl ? "; " : "", c->g.t[t].name), ok = false;
+        wl = strlen(why);
+        if (c->mask && r.mask_diff)
+            snprintf(why + wl, sizeof why - wl, "%s%lld elements dropped on one side only", wl ? "; " : "",
+                     (long long)r.mask_diff), ok = false;
+    }
+    /* a pure op again: the second run replays a CUDA graph and must give the same bits */
+    if (ok && !ir_ops[c->g.t[id].op]->writes) {
+        if (gpu.ops->run(&gpu, c->g.t[id].phase, &e) != 0 || read_all(&gpu, id, &got2, &e) != 0) {
+            snprintf(why, sizeof why, "second gpu run: %s", e.msg);
+            ok = false;
+        } else if (memcmp(got, got2, (size_t)ir_numel(&c->g.t[id]) * sizeof *got) != 0) {
+            snprintf(why, sizeof why, "a second run gave other bits (not deterministic)");
+            ok = false;
+        }
+    }
+done:
+    if (!env->gpu && ok) {
+        row(c, dt, shape, how, NULL, "compiled", "");
+    } else {
+        row(c, dt, shape, how, ran ? &worst : NULL, ok ? "ok" : "FAIL", why);
+        if (ok)
+            env->pass++;
+        else
+            env->fail++;
+    }
+    fflush(stdout);
+    free(want);
+    free(got);
+    free(got2);
+    if (gpu.ops)
+        rt_exec_close(&gpu);
+    if (cpu.ops)
+        rt_exec_close(&cpu);
+    cg_module_free(&m);
+    end_case(c);
+}
+
+/* ------------------------------------------------------------------ the cases */
+
+#define SH(...) (const int64_t[]){__VA_ARGS__}
+#define NARGS(...) (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
+#define DIMS(...) NARGS(__VA_ARGS__), SH(__VA_ARGS__)
+/* ir_node reads all IR_MAX_PARAMS parameters: full-size arrays, zero-filled */
+#define IP(...) (const int64_t[IR_MAX_PARAMS]){__VA_ARGS__}
+#define FP(...) (const double[IR_MAX_PARAMS]){__VA_ARGS__}
+
+static const ir_dtype_t float_types[2] = {IR_F32, IR_BF16};
+
+static void cases_matmul(env_t *env)
+{
+    tcase_t c;
+    for (int d = 0; d < 2; d++) {
+        ir_dtype_t dt = float_types[d];
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int64_t M = 96, K = 64, N = 172;
+                begin(&c, tol_of(dt), "matmul %c%c M%lld K%lld N%lld", ta ? 't' : 'n', tb ? 't' : 'n', (long long)M,
+                      (long long)K, (long long)N);
+                int a = ta ? leaf(&c, "a", dt, DIMS(K, M), -1, 1) : leaf(&c, "a", dt, DIMS(M, K), -1, 1);
+                int b = tb ? leaf(&c, "b", dt, DIMS(N, K), -1, 1) : leaf(&c, "b", dt, DIMS(K, N), -1, 1);
+                run_case(env, &c, ir_matmul(&c.g, a, b, ta, tb));
+            }
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int64_t B = 8, M = 64, K = 32, N = 64;
+                begin(&c, tol_of(dt), "matmul batched %c%c B%lld M%lld K%lld N%lld", ta ? 't' : 'n', tb ? 't' : 'n',
+                      (long long)B, (long long)M, (long long)K, (long long)N);
+                int a = ta ? leaf(&c, "a", dt, DIMS(B, K, M), -1, 1) : leaf(&c, "a", dt, DIMS(B, M, K), -1, 1);
+                int b = tb ? leaf(&c, "b", dt, DIMS(B, N, K), -1, 1) : leaf(&c, "b", dt, DIMS(B, K, N), -1, 1);
+                run_case(env, &c, ir_matmul(&c.g, a, b, ta, tb));
+            }
+        /* the LM head's shape: [tokens, hidden] x [vocab, hidden]^T, and a LoRA rank-8 pair */
+        begin(&c, tol_of(dt), "matmul lm-head nt 512x64 . 258x64^T");
+        int a = leaf(&c, "a", dt, DIMS(512, 64), -1, 1), b = leaf(&c, "b", dt, DIMS(258, 64), -1, 1);
+        run_case(env, &c, ir_matmul(&c.g, a, b, false, true));
+        begin(&c, tol_of(dt), "matmul lora-grad tn 512x8^T . 512x64");
+        a = leaf(&c, "a", dt, DIMS(512, 8), -1, 1);
+        b = leaf(&c, "b", dt, DIMS(512, 64), -1, 1);
+        run_case(env, &c, ir_matmul(&c.g, a, b, true, false));
+    }
+    /* bf16 operands into an f32 output */
+    begin(&c, TOL_F32, "matmul bf16 -> f32 nn");
+    int a = leaf(&c, "a", IR_BF16, DIMS(64, 96), -1, 1), b = leaf(&c, "b", IR_BF16, DIMS(96, 80), -1, 1);
+    run_case(env, &c, ir_node_dt(&c.g, OP_MATMUL, IR_F32, 2, (const int[]){a, b}, IP(0, 0), NULL));
+}
+
+static void cases_elementwise(env_t *env)
+{
+    tcase_t c;
+    const int64_t shapes[2][3] = {{64, 384, 0}, {3, 7, 33}};
+    for (int d = 0; d < 2; d++) {
+        ir_dtype_t dt = float_types[d];
+        for (int s = 0; s < 2; s++) {
+            int nd = shapes[s][2] ? 3 : 2;
+            const int64_t *sh = shapes[s];
+            char sl[32];
+            snprintf(sl, sizeof sl, nd == 3 ? "%lldx%lldx%lld" : "%lldx%lld", (long long)sh[0], (long long)sh[1],
+                     (long long)sh[2]);
+            int x, y;
+            begin(&c, tol_of(dt), "add %s", sl);
+            x = leaf(&c, "x", dt, nd, sh, -2, 2), y = leaf(&c, "y", dt, nd, sh, -2, 2);
+            run_case(env, &c, ir_add(&c.g, x, y));
+            begin(&c, tol_of(dt), "mul %s", sl);
+            x = leaf(&c, "x", dt, nd, sh, -2, 2), y = leaf(&c, "y", dt, nd, sh, -2, 2);
+            run_case(env, &c, ir_mul(&c.g, x, y));
+            begin(&c, tol_of(dt), "scale 0.37 %s", sl);
+            x = leaf(&c, "x", dt, nd, sh, -2, 2);
+            run_case(env, &c, ir_scale(&c.g, x, 0.37));
+            begin(&c, tol_of(dt), "silu %s", sl);
+            x = leaf(&c, "x", dt, nd, sh, -6, 6);
+            run_case(env, &c, ir_silu(&c.g, x));
+            begin(&c, tol_of(dt), "silu_bwd %s", sl);
+            x = leaf(&c, "x", dt, nd, sh, -6, 6), y = leaf(&c, "dy", dt, nd, sh, -1, 1);
+            run_case(env, &c, ir_node(&c.g, OP_SILU_BWD, 2, (const int[]){x, y}, NULL, NULL));
+            begin(&c, tol_of(dt), "swiglu %s", sl);
+            x = leaf(&c, "g", dt, nd, sh, -6, 6), y = leaf(&c, "u", dt, nd, sh, -2, 2);
+            run_case(env, &c, ir_swiglu(&c.g, x, y));
+            begin(&c, tol_of(dt), "swiglu_bwd_g %s", sl);
+            x = leaf(&c, "g", dt, nd, sh, -6, 6), y = leaf(&c, "u", dt, nd, sh, -2, 2);
+            int dy = leaf(&c, "dy", dt, nd, sh, -1, 1);
+            run_case(env, &c, ir_node(&c.g, OP_SWIGLU_BWD_G, 3, (const int[]){x, y, dy}, NULL, NULL));
+            begin(&c, tol_of(dt), "swiglu_bwd_u %s", sl);
+            x = leaf(&c, "g", dt, nd, sh, -6, 6), dy = leaf(&c, "dy", dt, nd, sh, -1, 1);
+            run_case(env, &c, ir_node(&c.g, OP_SWIGLU_BWD_U, 2, (const int[]){x, dy}, NULL, NULL));
+        }
+    }
+    /* casts: exact, or one rounding that both sides do the same way */
+    const ir_dtype_t from[5] = {IR_F32, IR_BF16, IR_F32, IR_F32, IR_I32};
+    const ir_dtype_t to[5] = {IR_BF16, IR_F32, IR_F16, IR_I32, IR_F32};
+    for (int k = 0; k < 5; k++) {
+        begin(&c, 0, "cast %s -> %s", ir_dtype_name(from[k]), ir_dtype_name(to[k]));
+        int x = leaf(&c, "x", from[k], DIMS(64, 384), -300, 300);
+        if (to[k] == IR_I32) { /* halves too: ties round to even on both sides */
+            double *v = vals(&c, "x");
+            for (int i = 0; i < 64 * 384; i += 3)
+                v[i] = floor(v[i]) + 0.5;
+        }
+        run_case(env, &c, ir_cast(&c.g, x, to[k]));
+    }
+    /* fill: a constant, and a scalar broadcast times fp[0] */
+    for (int d = 0; d < 2; d++) {
+        begin(&c, 0, "fill constant");
+        run_case(env, &c, ir_fill(&c.g, -1, 0.25, DIMS(128, 96), float_types[d]));
+        begin(&c, tol_of(float_types[d]), "fill from a scalar");
+        int s = leaf(&c, "s", float_types[d], 0, NULL, 1, 3);
+        run_case(env, &c, ir_fill(&c.g, s, -0.5, DIMS(4, 64, 96), float_types[d]));
+    }
+}
+
+static void cases_movement(env_t *env)
+{
+    tcase_t c;
+    for (int d = 0; d < 2; d++) {
+        ir_dtype_t dt = float_types[d];
+        int x, y;
+        begin(&c, 0, "reshape 64x384 -> 192x128");
+        x = leaf(&c, "x", dt, DIMS(64, 384), -1, 1);
+        run_case(env, &c, ir_reshape(&c.g, x, DIMS(192, 128)));
+        begin(&c, 0, "permute 0213 2x64x4x32");
+        x = leaf(&c, "x", dt, DIMS(2, 64, 4, 32), -1, 1);
+        run_case(env, &c, ir_permute(&c.g, x, SH(0, 2, 1, 3)));
+        begin(&c, 0, "permute 201 64x96x5");
+        x = leaf(&c, "x", dt, DIMS(64, 96, 5), -1, 1);
+        run_case(env, &c, ir_permute(&c.g, x, SH(2, 0, 1)));
+        begin(&c, 0, "permute 10 172x64");
+        x = leaf(&c, "x", dt, DIMS(172, 64), -1, 1);
+        run_case(env, &c, ir_permute(&c.g, x, SH(1, 0)));
+        begin(&c, 0, "slice axis 2 [128,+128) of 4x64x384");
+        x = leaf(&c, "x", dt, DIMS(4, 64, 384), -1, 1);
+        run_case(env, &c, ir_slice(&c.g, x, 2, 128, 128));
+        begin(&c, 0, "slice axis 0 [1,+2) of 4x64x96");
+        x = leaf(&c, "x", dt, DIMS(4, 64, 96), -1, 1);
+        run_case(env, &c, ir_slice(&c.g, x, 0, 1, 2));
+        begin(&c, 0, "slice_bwd axis 2 at 128 of 384");
+        x = leaf(&c, "dy", dt, DIMS(4, 64, 128), -1, 1);
+        run_case(env, &c, ir_node(&c.g, OP_SLICE_BWD, 1, &x, IP(2, 128, 128, 384), NULL));
+        begin(&c, 0, "slice_bwd axis 1 at 3 of 70");
+        x = leaf(&c, "dy", dt, DIMS(4, 64, 33), -1, 1);
+        run_case(env, &c, ir_node(&c.g, OP_SLICE_BWD, 1, &x, IP(1, 3, 64, 70), NULL));
+        begin(&c, 0, "concat axis 2 4x64x128 + 4x64x64");
+        x = leaf(&c, "a", dt, DIMS(4, 64, 128), -1, 1), y = leaf(&c, "b", dt, DIMS(4, 64, 64), -1, 1);
+        run_case(env, &c, ir_concat(&c.g, x, y, 2));
+        begin(&c, 0, "concat axis 0 3x96 + 5x96");
+        x = leaf(&c, "a", dt, DIMS(3, 96), -1, 1), y = leaf(&c, "b", dt, DIMS(5, 96), -1, 1);
+        run_case(env, &c, ir_concat(&c.g, x, y, 0));
+        begin(&c, 0, "embed 258x64 [4,64]");
+        x = leaf(&c, "table", dt, DIMS(258, 64), -1, 1), y = leaf(&c, "ids", IR_I32, DIMS(4, 64), 0, 258);
+        run_case(env, &c, ir_embed(&c.g, x, y));
+        begin(&c, tol_of(dt), "embed_bwd V50 ids [4,64] (repeats)");
+        x = leaf(&c, "ids", IR_I32, DIMS(4, 64), 0, 50), y = leaf(&c, "dy", dt, DIMS(4, 64, 64), -1, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_EMBED_BWD, dt, 2, (const int[]){x, y}, IP(50), NULL));
+    }
+}
+
+static void cases_norm_rope(env_t *env)
+{
+    tcase_t c;
+    for (int d = 0; d < 2; d++) {
+        ir_dtype_t dt = float_types[d];
+        const int64_t D[2] = {384, 64};
+        for (int k = 0; k < 2; k++) {
+            int x, w, dy;
+            begin(&c, tol_of(dt), "rmsnorm 4x64x%lld", (long long)D[k]);
+            x = leaf(&c, "x", dt, DIMS(4, 64, D[k]), -2, 2), w = leaf(&c, "w", dt, DIMS(D[k]), 0.5, 1.5);
+            run_case(env, &c, ir_rmsnorm(&c.g, x, w, 1e-5));
+            begin(&c, tol_of(dt), "rmsnorm_bwd_x 4x64x%lld", (long long)D[k]);
+            x = leaf(&c, "x", dt, DIMS(4, 64, D[k]), -2, 2), w = leaf(&c, "w", dt, DIMS(D[k]), 0.5, 1.5);
+            dy = leaf(&c, "dy", dt, DIMS(4, 64, D[k]), -1, 1);
+            run_case(env, &c, ir_node(&c.g, OP_RMSNORM_BWD_X, 3, (const int[]){x, w, dy}, NULL, FP(1e-5)));
+            begin(&c, tol_of(dt), "rmsnorm_bwd_w 4x64x%lld", (long long)D[k]);
+            x = leaf(&c, "x", dt, DIMS(4, 64, D[k]), -2, 2), dy = leaf(&c, "dy", dt, DIMS(4, 64, D[k]), -1, 1);
+            run_case(env, &c, ir_node(&c.g, OP_RMSNORM_BWD_W, 2, (const int[]){x, dy}, NULL, FP(1e-5)));
+        }
+        /* none / llama3 / linear scaling, forward and inverse; positions up to 8k */
+        for (int kind = 0; kind < 3; kind++)
+            for (int inv = 0; inv < 2; inv++) {
+                static const char *const kn[3] = {"none", "llama3", "linear"};
+                begin(&c, tol_of(dt), "rope %s%s 2x64x4x32", kn[kind], inv ? " inverse" : "");
+                int x = leaf(&c, "x", dt, DIMS(2, 64, 4, 32), -1, 1);
+                int pos = leaf(&c, "pos", IR_I32, DIMS(2, 64), 0, kind ? 8192 : 64);
+                int64_t ip[3] = {inv, kind, 8192};
+                double fp[4] = {kind == 1 ? 500000.0 : 10000.0, kind == 1 ? 8.0 : 4.0, 1.0, 4.0};
+                run_case(env, &c, ir_rope(&c.g, x, pos, ip, fp));
+            }
+    }
+}
+
+/* Document ids of packed rows: row 0 holds documents of 50, 30 and the rest; row 1 one. */
+static void fill_docs(double *doc, int64_t B, int64_t S)
+{
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0; s < S; s++)
+            doc[b * S + s] = b == 1 ? 0 : s < 50 ? 0 : s < 80 ? 1 : 2;
+}
+
+static void cases_attention(env_t *env)
+{
+    tcase_t c;
+    const int64_t cfg[3][4] = {{128, 4, 2, 32}, {256, 8, 2, 64}, {64, 4, 4, 128}}; /* S, Hq, Hkv, Dh */
+    for (int d = 0; d < 2; d++) {
+        ir_dtype_t dt = float_types[d];
+        for (int k = 0; k < 3; k++) {
+            int64_t B = 2, S = cfg[k][0], Hq = cfg[k][1], Hkv = cfg[k][2], Dh = cfg[k][3];
+            double scale = 1.0 / sqrt((double)Dh);
+            for (int which = -1; which < 3; which++) {
+                static const char *const wn[4] = {"attn", "attn_bwd dq", "attn_bwd dk", "attn_bwd dv"};
+                begin(&c, tol_of(dt), "%s S%lld Hq%lld Hkv%lld Dh%lld docs", wn[which + 1], (long long)S,
+                      (long long)Hq, (long long)Hkv, (long long)Dh);
+                int q = leaf(&c, "q", dt, DIMS(B, S, Hq, Dh), -1.5, 1.5);
+                int kk = leaf(&c, "k", dt, DIMS(B, S, Hkv, Dh), -1.5, 1.5);
+                int v = leaf(&c, "v", dt, DIMS(B, S, Hkv, Dh), -1, 1);
+                int doc = leaf(&c, "doc", IR_I32, DIMS(B, S), 0, 1);
+                fill_docs(vals(&c, "doc"), B, S);
+                if (which < 0) {
+                    run_case(env, &c, ir_attn(&c.g, q, kk, v, doc, scale));
+                    continue;
+                }
+                int dy = leaf(&c, "dy", dt, DIMS(B, S, Hq, Dh), -1, 1);
+                run_case(env, &c,
+                         ir_node_dt(&c.g, OP_ATTN_BWD, dt, 5, (const int[]){q, kk, v, doc, dy}, IP(which), FP(scale)));
+            }
+        }
+    }
+}
+
+static void cases_loss(env_t *env)
+{
+    tcase_t c;
+    const int64_t V[2] = {258, 1000};
+    for (int d = 0; d < 2; d++) {
+        ir_dtype_t dt = float_types[d];
+        for (int k = 0; k < 2; k++) {
+            int64_t N = 256;
+            for (int bwd = 0; bwd < 2; bwd++) {
+                begin(&c, tol_of(dt), "%s N%lld V%lld, 1/5 rows ignored", bwd ? "xent_bwd" : "xent", (long long)N,
+                      (long long)V[k]);
+                int lg = leaf(&c, "logits", dt, DIMS(N, V[k]), -4, 4);
+                int tg = leaf(&c, "targets", IR_I32, DIMS(N), 0, (double)V[k]);
+                double *t = vals(&c, "targets");
+                for (int64_t i = 0; i < N; i += 5)
+                    t[i] = -100;
+                if (!bwd) {
+                    run_case(env, &c, ir_node_dt(&c.g, OP_XENT, IR_F32, 2, (const int[]){lg, tg}, IP(-100), NULL));
+                    continue;
+                }
+                int dy = leaf(&c, "dy", IR_F32, 0, NULL, 0.001, 0.01);
+                run_case(env, &c, ir_node(&c.g, OP_XENT_BWD, 3, (const int[]){lg, tg, dy}, IP(-100), NULL));
+            }
+        }
+    }
+}
+
+static void cases_reduce_opt(env_t *env)
+{
+    tcase_t c;
+    for (int d = 0; d < 2; d++) {
+        ir_dtype_t dt = float_types[d];
+        int x;
+        begin(&c, tol_of(dt), "sum 64x384 (positive)");
+        x = leaf(&c, "x", dt, DIMS(64, 384), 0, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_SUM, IR_F32, 1, &x, NULL, NULL));
+        begin(&c, tol_of(dt), "mean 3x7x33 (positive)");
+        x = leaf(&c, "x", dt, DIMS(3, 7, 33), 0, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_MEAN, IR_F32, 1, &x, NULL, NULL));
+        begin(&c, tol_of(dt), "sumsq 1024x1024");
+        x = leaf(&c, "x", dt, DIMS(1024, 1024), -1, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_SUMSQ, IR_F32, 1, &x, NULL, NULL));
+        begin(&c, tol_of(dt), "sumsq 3x7x33");
+        x = leaf(&c, "x", dt, DIMS(3, 7, 33), -1, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_SUMSQ, IR_F32, 1, &x, NULL, NULL));
+        /* dropout: the mask must be the CPU's, element for element */
+        const int32_t rngs[2][2] = {{12345, 7}, {0x7fffffff, -5}};
+        for (int k = 0; k < 2; k++) {
+            begin(&c, tol_of(dt), "dropout p0.1 8x64x64 rng %d,%d", rngs[k][0], rngs[k][1]);
+            c.mask = true;
+            x = leaf(&c, "x", dt, DIMS(8, 64, 64), 0.5, 1.5);
+            int rng = leaf(&c, "rng", IR_I32, DIMS(2), 0, 1);
+            vals(&c, "rng")[0] = rngs[k][0];
+            vals(&c, "rng")[1] = rngs[k][1];
+            run_case(env, &c, ir_dropout(&c.g, x, rng, 0.1, 3));
+        }
+        begin(&c, tol_of(dt), "acc f32 += %s 64x384", ir_dtype_name(dt));
+        int buf = leaf(&c, "buf", IR_F32, DIMS(64, 384), -1, 1);
+        x = leaf(&c, "x", dt, DIMS(64, 384), -1, 1);
+        run_case(env, &c, ir_node(&c.g, OP_ACC, 2, (const int[]){buf, x}, NULL, NULL));
+    }
+    begin(&c, TOL_F32, "gnorm");
+    int ss = leaf(&c, "sumsq", IR_F32, 0, NULL, 100, 1000);
+    int hy = leaf(&c, "hyper", IR_F32, DIMS(IR_HYPER_COUNT), 0, 1);
+    run_case(env, &c, ir_node(&c.g, OP_GNORM, 2, (const int[]){ss, hy}, NULL, NULL));
+    /* AdamW with decay and an active clip, on f32 weights and on bf16 weights */
+    for (int d = 0; d < 2; d++) {
+        for (int clip = 0; clip < 2; clip++) {
+            ir_dtype_t dt = float_types[d];
+            begin(&c, tol_of(dt), "adamw %s w, decay, clip %s", ir_dtype_name(dt), clip ? "on" : "off");
+            int w = leaf(&c, "w", dt, DIMS(64, 384), -1, 1);
+            int g = leaf(&c, "g", IR_F32, DIMS(64, 384), -20, 20);
+            int m = leaf(&c, "m", IR_F32, DIMS(64, 384), -0.01, 0.01);
+            int v = leaf(&c, "v", IR_F32, DIMS(64, 384), 0, 1e-4);
+            int h = leaf(&c, "hyper", IR_F32, DIMS(IR_HYPER_COUNT), 0, 1);
+            int gn = leaf(&c, "gnorm", IR_F32, 0, NULL, 2.5, 2.5);
+            double *hv = vals(&c, "hyper");
+            hv[IR_HYPER_LR] = 1e-3;
+            hv[IR_HYPER_BETA1] = 0.9;
+            hv[IR_HYPER_BETA2] = 0.999;
+            hv[IR_HYPER_EPS] = 1e-8;
+            hv[IR_HYPER_WD] = 0.01;
+            hv[IR_HYPER_BC1] = 1 - pow(0.9, 3);
+            hv[IR_HYPER_BC2] = 1 - pow(0.999, 3);
+            hv[IR_HYPER_INV_NTOK] = 1.0 / 512;
+            hv[IR_HYPER_CLIP] = clip ? 1.0 : 0.0;
+            c.also[0] = "m";
+            c.also[1] = "v";
+            run_case(env, &c, ir_node(&c.g, OP_ADAMW, 6, (const int[]){w, g, m, v, h, gn}, IP(1), NULL));
+        }
+    }
+}
+
+/* The NaN guard's slow path: both executors name the same first node that overflows. */
+static void case_nonfinite(env_t *env)
+{
+    const char *label = "find_nonfinite names the overflowing op";
+    if (env->filter && !strstr(label, env->filter))
+        return;
+    tcase_t c;
+    begin(&c, 0, "%s", label);
+    int a = leaf(&c, "a", IR_F32, DIMS(64, 64), -1, 1), b = leaf(&c, "b", IR_F32, DIMS(64, 64), -1, 1);
+    int s1 = ir_scale(&c.g, a, 2.0);
+    ir_set_name(&c.g, s1, "small");
+    int mm = ir_matmul(&c.g, s1, b, false, false);
+    ir_set_name(&c.g, mm, "product");
+    int big = ir_scale(&c.g, mm, 1e38);
+    ir_set_name(&c.g, big, "overflow");
+    int out = ir_silu(&c.g, big);
+    ir_set_name(&c.g, out, "after");
+    c.g.t[out].flags |= IR_FLAG_OUTPUT;
+    ft_err_t e;
+    cg_module_t m;
+    memset(&m, 0, sizeof m);
+    rt_exec_t x[2];
+    memset(x, 0, sizeof x);
+    int named[2] = {-1, -1};
+    char why[2400] = "";
+    pass_ctx_t ctx = {0};
+    if (c.g.err[0] || pass_schedule(&c.g, &ctx, &e) != 0 || pass_memplan(&c.g, &ctx, &e) != 0 ||
+        cg_build(&c.g, env->arch, env->cache, &m, &e) != 0)
+        snprintf(why, sizeof why, "building: %s%s", c.g.err, e.msg);
+    else
+        env->compiled++;
+    for (int k = 0; k < (env->gpu ? 2 : 1) && !why[0]; k++) {
+        int rc = k == 0 ? rt_exec_open_cpu(&x[k], &c.g, &e) : rt_exec_open_cuda_module(&x[k], &c.g, &m, &e);
+        if (rc == 0)
+            rc = write_inputs(&x[k], &c, &e);
+        if (rc == 0)
+            rc = x[k].ops->run(&x[k], IR_PH_MICRO, &e);
+        if (rc == 0)
+            rc = x[k].ops->find_nonfinite(&x[k], IR_PH_MICRO, &named[k], &e);
+        if (rc != 0)
+            snprintf(why, sizeof why, "%s: %s", k ? "gpu" : "cpu", e.msg);
+    }
+    int want = ir_find(&c.g, "overflow");
+    bool ok = !why[0] && named[0] == want && (!env->gpu || named[1] == want);
+    if (!why[0] && !ok)
+        snprintf(why, sizeof why, "cpu named '%s', gpu '%s'", named[0] >= 0 ? c.g.t[named[0]].name : "-",
+                 named[1] >= 0 ? c.g.t[named[1]].name : "-");
+    printf("%-40s %-9s %-18s %-8s %10s %10s %8s  %s%s%s\n", label, "f32", "[64,64]", "kernel", "-", "-", "-",
+           !env->gpu && ok ? "compiled" : ok ? "ok" : "FAIL", why[0] ? "  " : "", why);
+    if (env->gpu || !ok)
+        ok ? env->pass++ : env->fail++;
+    for (int k = 0; k < 2; k++)
+        if (x[k].ops)
+            rt_exec_close(&x[k]);
+    cg_module_free(&m);
+    end_case(&c);
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    env_t env = {.arch = NULL, .cache = NULL, .filter = NULL};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--arch") == 0 && i + 1 < argc)
+            env.arch = argv[++i];
+        else if (strcmp(argv[i], "--cache") == 0 && i + 1 < argc)
+            env.cache = argv[++i];
+        else if (argv[i][0] != '-' && !env.filter)
+            env.filter = argv[i];
+        else {
+            fprintf(stderr, "usage: test_kernels [--arch sm_XY] [--cache DIR] [FILTER]\n");
+            return 2;
+        }
+    }
+    char why[256] = "";
+    rt_gpu_info_t gi;
+    memset(&gi, 0, sizeof gi);
+    ft_err_t e;
+    int dev = 0;
+    env.gpu = rt_gpu_count(why, sizeof why) > 0 && rt_gpu_pick(&dev, &e) == 0 && rt_gpu_info(dev, &gi, &e) == 0;
+    if (env.gpu) {
+        if (env.arch && strcmp(env.arch, gi.arch) != 0) {
+            fprintf(stderr, "test_kernels: --arch %s but GPU %d (%s) is %s\n", env.arch, dev, gi.name, gi.arch);
+            return 2;
+        }
+        env.arch = gi.arch;
+        printf("GPU %d: %s, %s, %d SMs\n", dev, gi.name, gi.arch, gi.sms);
+    } else {
+        if (!env.arch)
+            env.arch = "sm_90";
+        printf("no usable GPU (%s): compiling every case for %s and running the CPU side only\n", why, env.arch);
+    }
+    printf("%-40s %-9s %-18s %-8s %10s %10s %8s  %s\n", "case", "dtype", "out shape", "runs on", "max abs", "rel err",
+           "tol", "result");
+    cases_matmul(&env);
+    cases_elementwise(&env);
+    cases_movement(&env);
+    cases_norm_rope(&env);
+    cases_attention(&env);
+    cases_loss(&env);
+    cases_reduce_opt(&env);
+    case_nonfinite(&env);
+    if (!env.gpu) {
+        printf("no GPU: %d cases compiled, %d failed before reaching the GPU\n", env.compiled, env.fail);
+        printf("%d passed, %d failed\n", 0, env.fail);
+        return env.fail ? 1 : 0;
+    }
+    printf("%d passed, %d failed\n", env.pass, env.fail);
+    return env.fail ? 1 : 0;
+}
