@@ -371,7 +371,7 @@ static int build_args(cu_t *c, int id, ftk_args_t *a, ft_err_t *e)
         for (int d = 0; d < FTK_MAX_DIMS; d++)
             a->shape[i][d] = 1;
     for (int s = 0; s < t->nsrc; s++) {
-        unsigned char *p;
+        unsigned char *p = NULL;
         if (tensor_ptr(c, t->src[s], &p, e) != 0)
             return -1;
         a->in[s] = p;
@@ -380,7 +380,7 @@ static int build_args(cu_t *c, int id, ftk_args_t *a, ft_err_t *e)
     if ((ir_ops[t->op]->flags & IR_OPF_ALIAS) && t->nsrc > 0) {
         a->out = a->in[0]; /* in place: the output is its first input's storage */
     } else {
-        unsigned char *p;
+        unsigned char *p = NULL;
         if (tensor_ptr(c, id, &p, e) != 0)
             return -1;
         a->out = p;
@@ -692,8 +692,8 @@ static int span(rt_exec_t *x, int id, unsigned char **p, size_t *n, ft_err_t *e)
 static int cuda_read(rt_exec_t *x, int id, void *dst, ft_err_t *e)
 {
     cu_t *c = impl(x);
-    unsigned char *p;
-    size_t n;
+    unsigned char *p = NULL;
+    size_t n = 0;
     if (span(x, id, &p, &n, e) != 0)
         return -1;
     cudaError_t rc = cudaMemcpyAsync(dst, p, n, cudaMemcpyDeviceToHost, c->stream);
@@ -705,8 +705,8 @@ static int cuda_read(rt_exec_t *x, int id, void *dst, ft_err_t *e)
 static int cuda_write(rt_exec_t *x, int id, const void *src, ft_err_t *e)
 {
     cu_t *c = impl(x);
-    unsigned char *p;
-    size_t n;
+    unsigned char *p = NULL;
+    size_t n = 0;
     if (span(x, id, &p, &n, e) != 0)
         return -1;
     cudaError_t rc = cudaMemcpyAsync(p, src, n, cudaMemcpyHostToDevice, c->stream);
@@ -719,8 +719,8 @@ static int cuda_write(rt_exec_t *x, int id, const void *src, ft_err_t *e)
 static int cuda_zero(rt_exec_t *x, int id, ft_err_t *e)
 {
     cu_t *c = impl(x);
-    unsigned char *p;
-    size_t n;
+    unsigned char *p = NULL;
+    size_t n = 0;
     if (span(x, id, &p, &n, e) != 0)
         return -1;
     cudaError_t rc = cudaMemsetAsync(p, 0, n, c->stream);

@@ -519,7 +519,7 @@ static int check_launch(const rd_t *r, const plan_t *p, const cg_launch_t *l, in
 static int read_launches(const rd_t *r, cur_t *c, plan_t *p)
 {
     cg_module_t *m = &p->cuda;
-    int64_t n;
+    int64_t n = 0;
     if (rd_count(r, c, LAUNCH_BYTES, "kernels: launches", &n) != 0)
         return -1;
     if (n != p->g.nsched)
