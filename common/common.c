@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -97,6 +98,43 @@ int ft_read_file(const char *path, char **data, size_t *len, ft_err_t *e)
     if (len)
         *len = (size_t)n;
     return 0;
+}
+
+int ft_map_file(const char *path, void **map, size_t *size, ft_err_t *e)
+{
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return ft_fail(e, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return ft_fail(e, "%s: cannot stat: %s", path, strerror(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return ft_fail(e, "%s: not a regular file", path);
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return 0;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int err = errno;
+    close(fd);
+    if (p == MAP_FAILED)
+        return ft_fail(e, "%s: cannot map: %s", path, strerror(err));
+    *map = p;
+    *size = (size_t)st.st_size;
+    return 0;
+}
+
+void ft_unmap_file(void *map, size_t size)
+{
+    if (map)
+        munmap(map, size);
 }
 
 int ft_atomic_open(ft_atomic_t *a, const char *path, ft_err_t *e)

@@ -34,6 +34,11 @@ uint64_t ft_fnv1a(uint64_t h, const void *data, size_t n);
 /* Reads a whole file into a NUL-terminated buffer. */
 int ft_read_file(const char *path, char **data, size_t *len, ft_err_t *e);
 
+/* Maps a regular file read-only; an empty file maps to (NULL, 0). Callers check the size
+ * they need themselves, so that each format can say what it expected. */
+int ft_map_file(const char *path, void **map, size_t *size, ft_err_t *e);
+void ft_unmap_file(void *map, size_t size);
+
 /* Atomic write: data goes to "<path>.tmp.<pid>", is fsynced, then renamed over path, and the
  * directory is fsynced; on any failure the temporary file is removed and path is untouched. */
 typedef struct {

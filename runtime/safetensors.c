@@ -166,32 +166,14 @@ const char *st_meta(const st_model_t *m, const char *key)
 
 static int map_file(st_file_t *f, ft_err_t *e)
 {
-    int fd = open(f->path, O_RDONLY);
-    if (fd < 0)
-        return ft_fail(e, "%s: cannot open: %s", f->path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int err = errno;
-        close(fd);
-        return ft_fail(e, "%s: cannot stat: %s", f->path, strerror(err));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return ft_fail(e, "%s: not a regular file", f->path);
-    }
-    f->size = (size_t)st.st_size;
-    if (f->size < 8) {
-        close(fd);
-        return ft_fail(e, "%s: file is %zu bytes, too short for a safetensors header (needs at least 8)",
-                       f->path, f->size);
-    }
-    void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int err = errno;
-    close(fd);
-    if (p == MAP_FAILED)
-        return ft_fail(e, "%s: cannot map: %s", f->path, strerror(err));
-    f->map = p;
-    return 0;
+    if (ft_map_file(f->path, &f->map, &f->size, e) != 0)
+        return -1;
+    if (f->size >= 8)
+        return 0;
+    ft_unmap_file(f->map, f->size);
+    f->map = NULL;
+    return ft_fail(e, "%s: file is %zu bytes, too short for a safetensors header (needs at least 8)", f->path,
+                   f->size);
 }
 
 static int parse_metadata(st_model_t *m, const char *path, json_t *obj, ft_err_t *e)

@@ -63,31 +63,16 @@ void td_close(td_file_t *f)
 
 static int map_file(td_file_t *f, ft_err_t *e)
 {
-    int fd = open(f->path, O_RDONLY);
-    if (fd < 0)
-        return ft_fail(e, "%s: cannot open token data file: %s", f->path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return ft_fail(e, "%s: not a regular file", f->path);
-    }
-    f->size = (size_t)st.st_size;
-    if (f->size == 0) {
-        close(fd);
+    if (ft_map_file(f->path, &f->map, &f->size, e) != 0)
+        return -1;
+    if (f->size >= TD_HEADER_BYTES)
+        return 0;
+    ft_unmap_file(f->map, f->size);
+    f->map = NULL;
+    if (f->size == 0)
         return ft_fail(e, "%s: empty file (0 bytes), not a token data file", f->path);
-    }
-    if (f->size < TD_HEADER_BYTES) {
-        close(fd);
-        return ft_fail(e, "%s: file is %zu bytes, shorter than the %d-byte token data header (truncated?)",
-                       f->path, f->size, TD_HEADER_BYTES);
-    }
-    void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int err = errno;
-    close(fd);
-    if (p == MAP_FAILED)
-        return ft_fail(e, "%s: cannot map: %s", f->path, strerror(err));
-    f->map = p;
-    return 0;
+    return ft_fail(e, "%s: file is %zu bytes, shorter than the %d-byte token data header (truncated?)", f->path,
+                   f->size, TD_HEADER_BYTES);
 }
 
 static int check_header(const td_file_t *f, const td_header_t *h, ft_err_t *e)
