@@ -12,6 +12,7 @@
 #include "../models/models.h"
 #include "device.h"
 #include "exec.h"
+#include "safetensors.h"
 #include "tokdata.h"
 #include "train.h"
 #include "weights.h"
@@ -27,6 +28,7 @@ typedef struct {
     int in_tokens, in_targets, in_pos, in_doc, in_rng, in_hyper, loss, gnorm;
     int32_t *tokens, *targets, *pos, *doc; /* one micro-batch */
     FILE *metrics;
+    bool dumped; /* --dump-grads written (once, at the run's first step) */
     char out[FT_PATH_MAX];
 } trainer_t;
 
@@ -176,6 +178,49 @@ static int zero_grads(trainer_t *T, ft_err_t *e)
     return 0;
 }
 
+/* --dump-grads: every gradient buffer as it stands after the step's micro-batches (sums over
+ * the step's target tokens, before the optimizer scales or clips them), with the summed loss
+ * and the target-token count, as one safetensors file written atomically. */
+static int dump_grads(trainer_t *T, int64_t step, double loss_sum, int64_t ntok, ft_err_t *e)
+{
+    const ir_graph_t *g = &T->p->g;
+    st_wtensor_t *w = ft_xcalloc((size_t)g->n + 2, sizeof *w);
+    void **bufs = ft_xcalloc((size_t)g->n + 2, sizeof *bufs);
+    int n = 0, rc = 0;
+    for (int i = 0; i < g->n && rc == 0; i++) {
+        const ir_tensor_t *t = &g->t[i];
+        if (t->role != IR_GRAD)
+            continue;
+        if (t->dtype != IR_F32) {
+            rc = ft_fail(e, "--dump-grads: gradient buffer '%s' is not f32", t->name);
+            break;
+        }
+        st_wtensor_t *o = &w[n];
+        o->name = t->name;
+        o->dtype = ST_F32;
+        o->ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++)
+            o->shape[d] = t->shape[d];
+        o->data = bufs[n] = ft_xmalloc((size_t)ir_nbytes(t));
+        rc = T->x.ops->read(&T->x, i, bufs[n++], e);
+    }
+    int64_t ntok64 = ntok;
+    w[n++] = (st_wtensor_t){.name = "loss_sum", .dtype = ST_F64, .ndim = 1, .shape = {1}, .data = &loss_sum};
+    w[n++] = (st_wtensor_t){.name = "target_tokens", .dtype = ST_I64, .ndim = 1, .shape = {1}, .data = &ntok64};
+    char steps[32];
+    snprintf(steps, sizeof steps, "%lld", (long long)step + 1);
+    const char *meta[] = {"format", "ftc-grads", "step", steps, "device", T->x.ops->name, NULL};
+    if (rc == 0)
+        rc = st_write(T->o->dump_grads, w, n, meta, e);
+    for (int i = 0; i < n; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(w);
+    if (rc == 0)
+        fprintf(stderr, "ftrun: gradients of step %lld written to %s\n", (long long)step + 1, T->o->dump_grads);
+    return rc;
+}
+
 typedef struct {
     double loss, gnorm, lr;
     int64_t ntok, tokens;
@@ -197,6 +242,11 @@ static int train_step(trainer_t *T, int64_t step, step_stats_t *st, ft_err_t *e)
             return explain_nonfinite(T, step, "the loss", e);
         loss_sum += l;
         ntok += n;
+    }
+    if (T->o->dump_grads && !T->dumped) {
+        if (dump_grads(T, step, loss_sum, ntok, e) != 0)
+            return -1;
+        T->dumped = true;
     }
     if (set_hyper(T, step, ntok, e) != 0 || T->x.ops->run(&T->x, IR_PH_OPT, e) != 0 ||
         read_scalar(T, T->gnorm, &st->gnorm, e) != 0)

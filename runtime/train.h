@@ -13,6 +13,10 @@ typedef struct {
     bool eval_only;          /* report the loss on the first batch and exit */
     bool quiet;              /* no progress line (the JSON lines are still written) */
     const char *device;      /* "auto" (NULL), "cpu" or "cuda": see rt_device_choose in device.h */
+    const char *dump_grads;  /* after the first step's micro-batches, before its optimizer phase: write
+                                every gradient buffer (grad:<weight>, F32 sums over the step's target
+                                tokens), loss_sum (F64 [1]) and target_tokens (I64 [1]) to this
+                                safetensors file; NULL = no dump */
 } rt_train_opts_t;
 
 /* 0: done (or stopped as --stop-after asked); 1: interrupted by a signal, with a

@@ -217,6 +217,24 @@ else
     result "compute-sanitizer" fail "not found at $SAN, or no plan to run"
 fi
 
+# ---- against PyTorch (HF transformers + PEFT), bf16: step-1 loss and gradients, 50-step curves ----
+# tests/gpu/test_vs_torch.py (tiny and Llama-3-8B-shaped 2-layer models; full and LoRA); its
+# table goes to vs_torch.log, its JSON summary to $OUT/vs_torch.json. FTC_GPU_NO_TORCH=1 skips
+# it; FTC_GPU_TORCH_ARGS adds arguments (e.g. "--models tiny").
+if [ "${FTC_GPU_NO_TORCH:-0}" = 1 ]; then
+    note "skip  test_vs_torch (FTC_GPU_NO_TORCH=1)"
+elif ! python3 -c "import torch, transformers, peft, safetensors" >/dev/null 2>&1; then
+    note "skip  test_vs_torch: python3 lacks torch, transformers, peft or safetensors"
+else
+    # shellcheck disable=SC2086
+    PYTHONUNBUFFERED=1 FTC_GPU_BUILD="$B" FTC_GPU_WORK="$W" python3 "$ROOT/tests/gpu/test_vs_torch.py" \
+        --build "$B" --work "$W/vs-torch" --target "$ARCH" ${FTC_GPU_TORCH_ARGS:-} >"$LOG/vs_torch.log" 2>&1
+    rc=$?
+    sed -n '/^case /,$p' "$LOG/vs_torch.log" | tee -a "$SUMMARY"
+    result "ftrun vs PyTorch (test_vs_torch.py)" "$([ $rc = 0 ] && echo ok || echo fail)" \
+        "$(grep -m1 '^test_vs_torch: [0-9]' "$LOG/vs_torch.log" || tail -1 "$LOG/vs_torch.log")"
+fi
+
 note "$FAILS check(s) failed"
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT"
