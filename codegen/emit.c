@@ -27,8 +27,9 @@ typedef enum {
     SH_TINY,      /* one warp: a scalar computed by one thread */
     SH_ROPE,      /* a grid over (token, rotation pair), inverse frequencies in shared memory */
     SH_EMBED_BWD, /* grid (V, column groups) */
-    SH_ATTN,      /* grid (S, Hq, B) */
+    SH_ATTN,      /* attn, attn_lse: grid (query tiles, Hq, B) */
     SH_ATTN_BWD,  /* dq as attn; dk and dv grid (key tiles, Hkv, B) */
+    SH_WARP_ROWS, /* CG_EW_THREADS threads, a warp per row of input 0's last extent */
 } shape_t;
 
 typedef struct {
@@ -37,7 +38,7 @@ typedef struct {
     unsigned bounds;  /* __launch_bounds__ of the entry point: the largest block it is given */
 } cg_op_t;
 
-_Static_assert(OP_COUNT == 34, "a new op needs its kernel (or NULL) in codegen/emit.c's ops[]");
+_Static_assert(OP_COUNT == 36, "a new op needs its kernel (or NULL) in codegen/emit.c's ops[]");
 
 static const cg_op_t ops[OP_COUNT] = {
     [OP_LEAF] = {NULL, SH_NONE, 0},
@@ -74,6 +75,8 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_ACC] = {"acc", SH_EW, CG_EW_THREADS},
     [OP_GNORM] = {"gnorm", SH_TINY, 32},
     [OP_ADAMW] = {"adamw", SH_EW, CG_EW_THREADS},
+    [OP_ATTN_LSE] = {"attn_lse", SH_ATTN, CG_ATT_THREADS},
+    [OP_ROWSUM] = {"rowsum", SH_WARP_ROWS, CG_EW_THREADS},
 };
 
 /* The template files in the order the source needs them: the argument block, the shared
@@ -293,7 +296,7 @@ static char *emit(const ir_graph_t *g, const entry_t *en, int ne, ft_err_t *e)
         {"FTK_HYPER_BETA2", IR_HYPER_BETA2}, {"FTK_HYPER_EPS", IR_HYPER_EPS},
         {"FTK_HYPER_WD", IR_HYPER_WD},       {"FTK_HYPER_BC1", IR_HYPER_BC1},
         {"FTK_HYPER_BC2", IR_HYPER_BC2},     {"FTK_HYPER_INV_NTOK", IR_HYPER_INV_NTOK},
-        {"FTK_HYPER_CLIP", IR_HYPER_CLIP},   {"FTK_ATT_DPL", CG_ATT_DPL},
+        {"FTK_HYPER_CLIP", IR_HYPER_CLIP},   {"FTK_ATT_THREADS", CG_ATT_THREADS},
         {"FTK_ATT_TILE", CG_ATT_TILE},       {"FTK_EBW_COLS", CG_EBW_COLS},
         {"FTK_RBW_COLS", CG_RBW_COLS},
     };
@@ -334,27 +337,65 @@ static void set_1d(cg_launch_t *l, unsigned grid, unsigned threads)
     l->block[0] = threads;
 }
 
-static int attn_launch(const ir_tensor_t *t, const ir_tensor_t *q, const ir_tensor_t *k, cg_launch_t *l, ft_err_t *e)
+/* Dynamic shared memory of an attention kernel (attention.cuh's `shared:` line): tiles of
+ * CG_ATT_TILE rows at a pitch of round_up(Dh, 4) + 4 floats (attn: q, k, v; attn_lse: q, k;
+ * attn_bwd: four tiles plus lse and delta), then two tiles' document ids. */
+static int64_t attn_smem(const ir_tensor_t *t, int64_t dh)
 {
+    int64_t pitch = (dh + 3) / 4 * 4 + 4, ntile = t->op == OP_ATTN ? 3 : t->op == OP_ATTN_LSE ? 2 : 4;
+    int64_t words = ntile * CG_ATT_TILE * pitch + 2 * CG_ATT_TILE;
+    if (t->op == OP_ATTN_BWD)
+        words += 2 * CG_ATT_TILE;
+    return words * 4;
+}
+
+/* Whether an attention node runs on the tensor cores (attention.cuh's ftk_att_mma): every
+ * matrix operand (q, k, and v and dy where the op has them) bf16, head dim 64 or 128. */
+static bool attn_mma(const ir_graph_t *g, const ir_tensor_t *t)
+{
+    int64_t dh = g->t[t->src[0]].shape[3];
+    if (dh != 64 && dh != 128)
+        return false;
+    const int operands[4] = {0, 1, 2, 4};
+    int n = t->op == OP_ATTN_LSE ? 2 : t->op == OP_ATTN ? 3 : 4;
+    for (int i = 0; i < n; i++)
+        if (g->t[t->src[operands[i]]].dtype != IR_BF16)
+            return false;
+    return true;
+}
+
+/* The tensor-core kernels' shared memory: bf16 tiles at a pitch of Dh + 8 (attn: q, k, v of
+ * CG_MMA_Q rows; attn_lse: q, k; dq: q, dy, k, v; dk/dv: k, v of CG_MMA_KV rows and q, dy of
+ * CG_MMA_Q), then lse and delta (attn_bwd) and the document ids of both tiles. */
+static int64_t attn_mma_smem(const ir_tensor_t *t, int64_t dh)
+{
+    int64_t pitch = dh + 8;
+    if (t->op != OP_ATTN_BWD)
+        return (t->op == OP_ATTN ? 3 : 2) * CG_MMA_Q * pitch * 2 + 2 * CG_MMA_Q * 4;
+    if (t->ip[0] == 0)
+        return 4 * CG_MMA_Q * pitch * 2 + 4 * CG_MMA_Q * 4;
+    return (2 * CG_MMA_KV + 2 * CG_MMA_Q) * pitch * 2 + (3 * CG_MMA_Q + CG_MMA_KV) * 4;
+}
+
+static int attn_launch(const ir_graph_t *g, const ir_tensor_t *t, cg_launch_t *l, ft_err_t *e)
+{
+    const ir_tensor_t *q = &g->t[t->src[0]], *k = &g->t[t->src[1]];
     int64_t nb = q->shape[0], ns = q->shape[1], hq = q->shape[2], dh = q->shape[3], hkv = k->shape[2];
-    if (dh > 32 * CG_ATT_DPL)
+    if (dh > CG_ATT_MAX_DH)
         return ft_fail(e, "%s '%s': head dim %lld exceeds the GPU kernel's limit of %d", ir_ops[t->op]->name, t->name,
-                       (long long)dh, 32 * CG_ATT_DPL);
-    int64_t nw = CG_ATT_THREADS / 32;
-    l->block[0] = CG_ATT_THREADS;
-    l->grid[1] = clamp_u(hq, 65535);
-    l->grid[2] = clamp_u(nb, 65535);
-    if (t->op == OP_ATTN) {
-        l->grid[0] = clamp_u(ns, INT32_MAX);
-        l->smem = (unsigned)(nw * (dh + 2) * 4);
-    } else if (t->ip[0] == 0) {
-        l->grid[0] = clamp_u(ns, INT32_MAX);
-        l->smem = (unsigned)((nw * dh + 3 * nw) * 4);
+                       (long long)dh, CG_ATT_MAX_DH);
+    bool per_kv = t->op == OP_ATTN_BWD && t->ip[0] != 0; /* dk, dv: a block per tile of keys */
+    if (attn_mma(g, t)) {
+        l->block[0] = per_kv ? CG_MMA_KV_THREADS : CG_ATT_THREADS;
+        l->grid[0] = clamp_u(ceil_div(ns, per_kv ? CG_MMA_KV : CG_MMA_Q), INT32_MAX);
+        l->smem = (unsigned)attn_mma_smem(t, dh);
     } else {
+        l->block[0] = CG_ATT_THREADS;
         l->grid[0] = clamp_u(ceil_div(ns, CG_ATT_TILE), INT32_MAX);
-        l->grid[1] = clamp_u(hkv, 65535);
-        l->smem = (unsigned)((CG_ATT_TILE * dh + CG_ATT_TILE + 3 * nw) * 4);
+        l->smem = (unsigned)attn_smem(t, dh);
     }
+    l->grid[1] = clamp_u(per_kv ? hkv : hq, 65535);
+    l->grid[2] = clamp_u(nb, 65535);
     return 0;
 }
 
@@ -395,9 +436,14 @@ int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l
         set_1d(l, clamp_u(t->shape[0], INT32_MAX), CG_EW_THREADS);
         l->grid[1] = clamp_u(ceil_div(t->shape[1], (int64_t)CG_EW_THREADS * CG_EBW_COLS), 65535);
         break;
+    case SH_WARP_ROWS: {
+        int64_t d = x->ndim > 0 ? x->shape[x->ndim - 1] : 1, warps = CG_EW_THREADS / 32;
+        set_1d(l, clamp_u(ceil_div(ir_numel(x) / d, warps), CG_EW_MAX_BLOCKS), CG_EW_THREADS);
+        break;
+    }
     case SH_ATTN:
     case SH_ATTN_BWD:
-        if (attn_launch(t, x, &g->t[t->src[1]], l, e) != 0)
+        if (attn_launch(g, t, l, e) != 0)
             return -1;
         break;
     case SH_NONE:

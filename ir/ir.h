@@ -60,7 +60,9 @@ typedef enum {
     OP_SWIGLU_BWD_U,  /* (g, dy) -> du */
     OP_ATTN,          /* (q[B,S,Hq,Dh], k[B,S,Hkv,Dh], v[B,S,Hkv,Dh], doc[B,S] i32) -> [B,S,Hq,Dh];
                          causal, attends only where doc ids are equal; fp[0] = softmax scale */
-    OP_ATTN_BWD,      /* (q, k, v, doc, dy) -> dq (ip[0]=0), dk (1) or dv (2); fp[0] = scale */
+    OP_ATTN_BWD,      /* (q, k, v, doc, dy, stats[B,S,Hq,2]) -> dq (ip[0]=0), dk (1) or dv (2);
+                         fp[0] = scale; stats[..., 0] = attn_lse, stats[..., 1] = delta =
+                         rowsum(dy * o) with o the attn output (see attn's VJP) */
     OP_XENT,          /* (logits[N,V], targets[N] i32) -> scalar sum of -log p over targets != ip[0] */
     OP_XENT_BWD,      /* (logits, targets, dy scalar) -> dlogits */
     OP_SUM,           /* (a) -> scalar */
@@ -70,6 +72,10 @@ typedef enum {
     OP_ACC,           /* (buf, x) -> buf += x in place; the node aliases buf */
     OP_GNORM,         /* (sumsq scalar, hyper) -> global gradient norm, sqrt(sumsq) * hyper[INV_NTOK] */
     OP_ADAMW,         /* (w, g, m, v, hyper, gnorm) -> updates w, m, v in place; ip[0] = decay on */
+    /* Appended, not inserted: plans store op numbers, so the ones above keep theirs. */
+    OP_ATTN_LSE,      /* (q, k, doc) -> [B,S,Hq,1]: log-sum-exp over the keys query i sees (attn's
+                         mask) of fp[0]·q_i·k_j; built by attn's VJP in f32 (f64 for f64 q) */
+    OP_ROWSUM,        /* (a[..., D]) -> [..., 1]: sum over the last axis */
     OP_COUNT
 } ir_op_t;
 

@@ -1,9 +1,10 @@
 /* ops_nn.c — the neural-network ops: RMS normalisation, rotary position embedding (with the
  * linear and Llama 3 frequency scalings), causal document-masked attention with grouped
- * key/value heads, and the token cross-entropy loss, each with its backward ops. Every op is
- * one descriptor: shape rule, VJP, cost and a float64 CPU reference. The references are the
- * oracle that the GPU kernels and the finite-difference tests are held to, so they favour
- * plainness and double-precision statistics over speed. */
+ * key/value heads (with the row statistics its backward reads: attn_lse and rowsum), and the
+ * token cross-entropy loss, each with its backward ops. Every op is one descriptor: shape
+ * rule, VJP, cost and a float64 CPU reference. The references are the oracle that the GPU
+ * kernels and the finite-difference tests are held to, so they favour plainness and
+ * double-precision statistics over speed. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,19 +356,15 @@ const ir_op_desc_t ir_op_rope = {
 
 /* ------------------------------------------------------------------ attention */
 
-/* q[B,S,Hq,Dh], k and v [B,S,Hkv,Dh] with Hq a multiple of Hkv, doc[B,S] i32. */
-static int attn_check(const char *op, const ir_graph_t *g, const ir_tensor_t *node, ft_err_t *e)
+/* q[B,S,Hq,Dh] and k[B,S,Hkv,Dh] of one float dtype with Hq a multiple of Hkv, doc[B,S] i32
+ * (input doc_src), and a finite scale: what attn, attn_bwd and attn_lse share. */
+static int attn_qk_check(const char *op, const ir_graph_t *g, const ir_tensor_t *node, int doc_src, ft_err_t *e)
 {
-    const ir_tensor_t *q = src_of(g, node, 0), *k = src_of(g, node, 1), *v = src_of(g, node, 2);
-    if (want_float(op, "q", q, e) || want_float(op, "k", k, e) || want_float(op, "v", v, e))
+    const ir_tensor_t *q = src_of(g, node, 0), *k = src_of(g, node, 1);
+    if (want_float(op, "q", q, e) || want_float(op, "k", k, e))
         return -1;
     if (want_ndim(op, "q [B,S,Hq,Dh]", q, 4, e) || want_ndim(op, "k [B,S,Hkv,Dh]", k, 4, e))
         return -1;
-    if (want_same_shape(op, "k", k, "v", v, e))
-        return -1;
-    if (k->dtype != q->dtype || v->dtype != q->dtype)
-        return ft_fail(e, "%s: q, k and v must share a dtype (%s, %s, %s)", op, ir_dtype_name(q->dtype),
-                       ir_dtype_name(k->dtype), ir_dtype_name(v->dtype));
     if (k->shape[0] != q->shape[0] || k->shape[1] != q->shape[1] || k->shape[3] != q->shape[3]) {
         char sq[96], sk[96];
         ir_shape_str(q, sq, sizeof sq);
@@ -379,7 +376,36 @@ static int attn_check(const char *op, const ir_graph_t *g, const ir_tensor_t *no
                        (long long)q->shape[2], (long long)k->shape[2]);
     if (!isfinite(node->fp[0]))
         return ft_fail(e, "%s: softmax scale %g is not finite", op, node->fp[0]);
-    return want_tokens(op, "doc", src_of(g, node, 3), q, e);
+    return want_tokens(op, "doc", src_of(g, node, doc_src), q, e);
+}
+
+/* attn_qk_check plus v [B,S,Hkv,Dh] in q's dtype, with doc as input 3. */
+static int attn_check(const char *op, const ir_graph_t *g, const ir_tensor_t *node, ft_err_t *e)
+{
+    const ir_tensor_t *q = src_of(g, node, 0), *k = src_of(g, node, 1), *v = src_of(g, node, 2);
+    if (want_float(op, "q", q, e) || want_float(op, "k", k, e) || want_float(op, "v", v, e))
+        return -1;
+    if (k->dtype != q->dtype || v->dtype != q->dtype)
+        return ft_fail(e, "%s: q, k and v must share a dtype (%s, %s, %s)", op, ir_dtype_name(q->dtype),
+                       ir_dtype_name(k->dtype), ir_dtype_name(v->dtype));
+    if (attn_qk_check(op, g, node, 3, e))
+        return -1;
+    return want_same_shape(op, "k", k, "v", v, e);
+}
+
+/* A per-query-row tensor [B,S,Hq,n] of attention's backward (the statistics). */
+static int want_rows(const char *op, const char *what, const ir_tensor_t *t, const ir_tensor_t *q, int64_t n,
+                     ft_err_t *e)
+{
+    if (want_float(op, what, t, e))
+        return -1;
+    if (t->ndim == 4 && t->shape[0] == q->shape[0] && t->shape[1] == q->shape[1] && t->shape[2] == q->shape[2] &&
+        t->shape[3] == n)
+        return 0;
+    char s[96];
+    ir_shape_str(t, s, sizeof s);
+    return ft_fail(e, "%s: %s is %s, expected [%lld,%lld,%lld,%lld]", op, what, s, (long long)q->shape[0],
+                   (long long)q->shape[1], (long long)q->shape[2], (long long)n);
 }
 
 static int attn_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
@@ -395,8 +421,10 @@ static int attn_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
     const char *op = "attn_bwd";
     if (attn_check(op, g, node, e))
         return -1;
-    const ir_tensor_t *dy = src_of(g, node, 4);
-    if (want_float(op, "dy", dy, e) || want_same_shape(op, "q", src_of(g, node, 0), "dy", dy, e))
+    const ir_tensor_t *q = src_of(g, node, 0), *dy = src_of(g, node, 4);
+    if (want_float(op, "dy", dy, e) || want_same_shape(op, "q", q, "dy", dy, e))
+        return -1;
+    if (want_rows(op, "stats (lse, delta)", src_of(g, node, 5), q, 2, e))
         return -1;
     if (node->ip[0] < 0 || node->ip[0] > 2)
         return ft_fail(e, "%s: ip[0] = %lld selects no input (0 dq, 1 dk, 2 dv)", op, (long long)node->ip[0]);
@@ -404,18 +432,51 @@ static int attn_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
     return 0;
 }
 
-/* One attn_bwd node per needed input (ip[0] = which); each recomputes the probabilities. */
+static int attn_lse_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
+{
+    const char *op = "attn_lse";
+    const ir_tensor_t *q = src_of(g, node, 0), *k = src_of(g, node, 1);
+    if (attn_qk_check(op, g, node, 2, e))
+        return -1;
+    if (k->dtype != q->dtype)
+        return ft_fail(e, "%s: q and k must share a dtype (%s, %s)", op, ir_dtype_name(q->dtype), ir_dtype_name(k->dtype));
+    if (node->dtype == IR_I32)
+        return ft_fail(e, "%s: the result must be floating point", op);
+    set_shape(node, q);
+    node->shape[3] = 1;
+    return 0;
+}
+
+/* The dtype of attention's row statistics: f32 (softmax statistics stay in f32 whatever the
+ * storage), f64 in float64 graphs so that the finite-difference checks keep their precision. */
+static ir_dtype_t stats_dtype(ir_dtype_t q) { return q == IR_F64 ? IR_F64 : IR_F32; }
+
+/* The backward reads the softmax row statistics instead of recomputing them: lse_i =
+ * attn_lse(q, k, doc) and delta_i = rowsum(dy_i * o_i) (= sum_j p_ij dy_i·v_j, with o the
+ * node's own output), concatenated into stats [B,S,Hq,2]; then one attn_bwd node per needed
+ * input (ip[0] = which). The product is formed in the statistics' dtype, so bf16 operands
+ * lose nothing before the sum. */
 static void attn_vjp(ir_graph_t *g, int node, int dy, const bool need[IR_MAX_SRC], int dsrc[IR_MAX_SRC])
 {
     const ir_tensor_t n = g->t[node]; /* a copy: building nodes may move g->t */
-    const int src[5] = {n.src[0], n.src[1], n.src[2], n.src[3], dy};
+    if (!need[0] && !need[1] && !need[2])
+        return;
+    ir_dtype_t sd = stats_dtype(n.dtype);
+    int lse = ir_node_dt(g, OP_ATTN_LSE, sd, 3, (const int[]){n.src[0], n.src[1], n.src[3]}, n.ip, n.fp);
+    int dyo = g->t[dy].dtype != n.dtype ? ir_cast(g, dy, n.dtype) : dy;
+    int prod = ir_node_dt(g, OP_MUL, sd, 2, (const int[]){node, dyo}, NULL, NULL);
+    int delta = ir_node_dt(g, OP_ROWSUM, sd, 1, (const int[]){prod}, NULL, NULL);
+    int stats = ir_concat(g, lse, delta, 3);
+    if (stats < 0)
+        return; /* g->err says why */
+    const int src[6] = {n.src[0], n.src[1], n.src[2], n.src[3], dy, stats};
     for (int i = 0; i < 3; i++) {
         if (!need[i])
             continue;
         int64_t ip[IR_MAX_PARAMS];
         memcpy(ip, n.ip, sizeof ip);
         ip[0] = i;
-        dsrc[i] = ir_node_dt(g, OP_ATTN_BWD, g->t[n.src[i]].dtype, 5, src, ip, n.fp);
+        dsrc[i] = ir_node_dt(g, OP_ATTN_BWD, g->t[n.src[i]].dtype, 6, src, ip, n.fp);
     }
 }
 
@@ -426,12 +487,14 @@ typedef struct {
     const double *q, *k, *v, *doc;
 } attn_t;
 
-static attn_t attn_of(const ir_cpu_args_t *a)
+/* q, k and doc are inputs 0, 1 and doc_src; v is input 2 where the op has it. */
+static attn_t attn_of(const ir_cpu_args_t *a, int doc_src)
 {
     const ir_tensor_t *q = a->srct[0], *k = a->srct[1];
     attn_t t = {
         .ns = q->shape[1], .hq = q->shape[2], .hkv = k->shape[2], .dh = q->shape[3],
-        .scale = a->node->fp[0], .q = a->in[0], .k = a->in[1], .v = a->in[2], .doc = a->in[3],
+        .scale = a->node->fp[0], .q = a->in[0], .k = a->in[1], .v = doc_src == 3 ? a->in[2] : NULL,
+        .doc = a->in[doc_src],
     };
     t.group = t.hq / t.hkv;
     return t;
@@ -440,6 +503,8 @@ static attn_t attn_of(const ir_cpu_args_t *a)
 /* Row offsets of token (b, i) at query head h, and at key/value head hk. */
 static int64_t q_row(const attn_t *t, int64_t b, int64_t i, int64_t h) { return ((b * t->ns + i) * t->hq + h) * t->dh; }
 static int64_t kv_row(const attn_t *t, int64_t b, int64_t j, int64_t hk) { return ((b * t->ns + j) * t->hkv + hk) * t->dh; }
+/* Index of row (b, i, h) in a per-row tensor [B,S,Hq,...]. */
+static int64_t row_idx(const attn_t *t, int64_t b, int64_t i, int64_t h) { return (b * t->ns + i) * t->hq + h; }
 
 /* Query i may see key j: causal, and within the same packed document. */
 static bool attn_allowed(const attn_t *t, int64_t b, int64_t i, int64_t j)
@@ -447,58 +512,77 @@ static bool attn_allowed(const attn_t *t, int64_t b, int64_t i, int64_t j)
     return j <= i && t->doc[b * t->ns + j] == t->doc[b * t->ns + i];
 }
 
-/* Softmax probabilities of query (b, i, head h) over keys 0..i into p (0 where masked), with
- * the max subtracted, in double. Returns false when no key is allowed (then p is all 0). */
-static bool attn_probs(const attn_t *t, int64_t b, int64_t i, int64_t h, double *p)
+/* Scores scale·q_i·k_j of query (b, i, head h) over keys 0..i into s (masked keys are
+ * skipped; HF repeat_kv: consecutive query heads share a kv head). Returns the maximum, or
+ * -inf when no key is allowed; a NaN first score stays the maximum, so NaN inputs give NaN
+ * outputs for the runtime's guard to see. */
+static double attn_scores(const attn_t *t, int64_t b, int64_t i, int64_t h, double *s)
 {
     const double *qi = t->q + q_row(t, b, i, h);
-    int64_t hk = h / t->group; /* HF repeat_kv: consecutive query heads share a kv head */
     double m = -INFINITY;
     bool any = false;
     for (int64_t j = 0; j <= i; j++) {
-        p[j] = 0;
         if (!attn_allowed(t, b, i, j))
             continue;
-        p[j] = t->scale * dot(qi, t->k + kv_row(t, b, j, hk), t->dh);
-        if (!any || p[j] > m)
-            m = p[j];
+        s[j] = t->scale * dot(qi, t->k + kv_row(t, b, j, h / t->group), t->dh);
+        if (!any || s[j] > m)
+            m = s[j];
         any = true;
     }
-    if (!any)
-        return false;
+    return m;
+}
+
+/* log sum_j exp(s_j) over the allowed keys of query (b, i, h), in double; -inf when none is
+ * allowed (never under the causal mask: a query always sees itself). */
+static double attn_row_lse(const attn_t *t, int64_t b, int64_t i, int64_t h, double *s)
+{
+    double m = attn_scores(t, b, i, h, s);
+    if (m == -INFINITY)
+        return m;
     double sum = 0;
-    for (int64_t j = 0; j <= i; j++) {
-        p[j] = attn_allowed(t, b, i, j) ? exp(p[j] - m) : 0;
-        sum += p[j];
-    }
     for (int64_t j = 0; j <= i; j++)
-        p[j] /= sum;
-    return true;
+        if (attn_allowed(t, b, i, j))
+            sum += exp(s[j] - m);
+    return m + log(sum);
 }
 
 static int64_t batch_of(const ir_cpu_args_t *a) { return a->srct[0]->shape[0]; }
 
 static void attn_cpu(const ir_cpu_args_t *a)
 {
-    attn_t t = attn_of(a);
+    attn_t t = attn_of(a, 3);
     int64_t nb = batch_of(a);
-    double *p = ft_xmalloc((size_t)t.ns * sizeof *p);
+    double *s = ft_xmalloc((size_t)t.ns * sizeof *s);
     for (int64_t b = 0; b < nb; b++)
         for (int64_t i = 0; i < t.ns; i++)
             for (int64_t h = 0; h < t.hq; h++) {
                 double *o = a->out + q_row(&t, b, i, h);
                 memset(o, 0, (size_t)t.dh * sizeof *o);
-                if (!attn_probs(&t, b, i, h, p))
+                double lse = attn_row_lse(&t, b, i, h, s);
+                if (lse == -INFINITY)
                     continue; /* no visible key: output 0 rather than NaN */
                 for (int64_t j = 0; j <= i; j++) {
                     if (!attn_allowed(&t, b, i, j))
                         continue;
                     const double *vj = t.v + kv_row(&t, b, j, h / t.group);
+                    double p = exp(s[j] - lse);
                     for (int64_t d = 0; d < t.dh; d++)
-                        o[d] += p[j] * vj[d];
+                        o[d] += p * vj[d];
                 }
             }
-    free(p);
+    free(s);
+}
+
+static void attn_lse_cpu(const ir_cpu_args_t *a)
+{
+    attn_t t = attn_of(a, 2);
+    int64_t nb = batch_of(a);
+    double *s = ft_xmalloc((size_t)t.ns * sizeof *s);
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t i = 0; i < t.ns; i++)
+            for (int64_t h = 0; h < t.hq; h++)
+                a->out[row_idx(&t, b, i, h)] = attn_row_lse(&t, b, i, h, s);
+    free(s);
 }
 
 /* Adds dst += s * x over n values. */
@@ -508,50 +592,43 @@ static void axpy(double *dst, double s, const double *x, int64_t n)
         dst[d] += s * x[d];
 }
 
-/* Gradient contributions of one query row (b, i, h) with probabilities p: dV_j += p_j dY_i;
- * dP_j = dY_i · V_j, dS_j = p_j (dP_j - sum_l p_l dP_l); dQ_i += scale dS_j K_j;
- * dK_j += scale dS_j Q_i. Grouped query heads add into their shared kv head. */
-static void attn_bwd_row(const attn_t *t, int which, const double *dy, double *out, int64_t b, int64_t i,
-                         int64_t h, const double *p, double *dp)
+/* Gradient contributions of query row (b, i, h), from its statistics lse and delta alone
+ * (no pass over the row to recompute them): p_j = exp(scale q_i·k_j - lse); dV_j += p_j dY_i;
+ * dP_j = dY_i·V_j, dS_j = p_j (dP_j - delta); dQ_i += scale dS_j K_j; dK_j += scale dS_j Q_i.
+ * Grouped query heads add into their shared kv head. */
+static void attn_bwd_row(const attn_t *t, int which, const double *dy, const double *stats, double *out, int64_t b,
+                         int64_t i, int64_t h)
 {
-    int64_t hk = h / t->group;
-    const double *dyi = dy + q_row(t, b, i, h);
-    if (which == 2) {
-        for (int64_t j = 0; j <= i; j++)
-            if (attn_allowed(t, b, i, j))
-                axpy(out + kv_row(t, b, j, hk), p[j], dyi, t->dh);
-        return;
-    }
-    double delta = 0;
-    for (int64_t j = 0; j <= i; j++) {
-        dp[j] = attn_allowed(t, b, i, j) ? dot(dyi, t->v + kv_row(t, b, j, hk), t->dh) : 0;
-        delta += p[j] * dp[j];
-    }
+    int64_t hk = h / t->group, r = row_idx(t, b, i, h);
+    double lse = stats[2 * r], delta = stats[2 * r + 1];
+    const double *qi = t->q + q_row(t, b, i, h), *dyi = dy + q_row(t, b, i, h);
     for (int64_t j = 0; j <= i; j++) {
         if (!attn_allowed(t, b, i, j))
             continue;
-        double ds = t->scale * p[j] * (dp[j] - delta);
+        const double *kj = t->k + kv_row(t, b, j, hk);
+        double p = exp(t->scale * dot(qi, kj, t->dh) - lse);
+        if (which == 2) {
+            axpy(out + kv_row(t, b, j, hk), p, dyi, t->dh);
+            continue;
+        }
+        double ds = t->scale * p * (dot(dyi, t->v + kv_row(t, b, j, hk), t->dh) - delta);
         if (which == 0)
-            axpy(out + q_row(t, b, i, h), ds, t->k + kv_row(t, b, j, hk), t->dh);
+            axpy(out + q_row(t, b, i, h), ds, kj, t->dh);
         else
-            axpy(out + kv_row(t, b, j, hk), ds, t->q + q_row(t, b, i, h), t->dh);
+            axpy(out + kv_row(t, b, j, hk), ds, qi, t->dh);
     }
 }
 
 static void attn_bwd_cpu(const ir_cpu_args_t *a)
 {
-    attn_t t = attn_of(a);
+    attn_t t = attn_of(a, 3);
     int64_t nb = batch_of(a);
     int which = (int)a->node->ip[0];
     memset(a->out, 0, (size_t)ir_numel(a->node) * sizeof *a->out);
-    double *p = ft_xmalloc((size_t)t.ns * sizeof *p), *dp = ft_xmalloc((size_t)t.ns * sizeof *dp);
     for (int64_t b = 0; b < nb; b++)
         for (int64_t i = 0; i < t.ns; i++)
             for (int64_t h = 0; h < t.hq; h++)
-                if (attn_probs(&t, b, i, h, p))
-                    attn_bwd_row(&t, which, a->in[4], a->out, b, i, h, p, dp);
-    free(p);
-    free(dp);
+                attn_bwd_row(&t, which, a->in[4], a->in[5], a->out, b, i, h);
 }
 
 /* Score-matrix multiplies of 2·S·S·Dh flops each per query head, halved by the causal mask. */
@@ -568,9 +645,16 @@ static void attn_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flop
     *bytes = io_bytes(g, node);
 }
 
+static void attn_lse_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
+{
+    *flops = attn_matmul_flops(g, node, 1); /* Q·Kᵀ */
+    *bytes = io_bytes(g, node);
+}
+
+/* The statistics come in, so each node recomputes only P = exp(Q·Kᵀ - lse): dv adds Pᵀ·dY;
+ * dq and dk add dY·Vᵀ and one product with dS. */
 static void attn_bwd_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
-    /* recompute Q·Kᵀ; dv needs Pᵀ·dY; dq and dk need dY·Vᵀ and one product with dS */
     *flops = attn_matmul_flops(g, node, node->ip[0] == 2 ? 2 : 3);
     *bytes = io_bytes(g, node);
 }
@@ -581,8 +665,66 @@ const ir_op_desc_t ir_op_attn = {
 };
 
 const ir_op_desc_t ir_op_attn_bwd = {
-    .name = "attn_bwd", .min_src = 5, .max_src = 5, .flags = IR_OPF_NONDIFF_OK,
+    .name = "attn_bwd", .min_src = 6, .max_src = 6, .flags = IR_OPF_NONDIFF_OK,
     .shape = attn_bwd_shape, .cost = attn_bwd_cost, .cpu = attn_bwd_cpu,
+};
+
+/* Built only by attn's VJP, inside the backward pass: never differentiated itself. */
+const ir_op_desc_t ir_op_attn_lse = {
+    .name = "attn_lse", .min_src = 3, .max_src = 3, .flags = IR_OPF_NONDIFF_OK,
+    .shape = attn_lse_shape, .cost = attn_lse_cost, .cpu = attn_lse_cpu,
+};
+
+/* ------------------------------------------------------------------ rowsum */
+
+static int rowsum_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
+{
+    const ir_tensor_t *x = src_of(g, node, 0);
+    if (want_float("rowsum", "the input", x, e) || want_float("rowsum", "the result", node, e))
+        return -1;
+    if (x->ndim < 1)
+        return ft_fail(e, "rowsum: the input is a scalar; it needs an axis to sum over");
+    set_shape(node, x);
+    node->shape[node->ndim - 1] = 1;
+    return 0;
+}
+
+/* d a[..., d] = dy[..., 0] for every d: the broadcast along the last axis, written as the
+ * product [N,1]·[1,D] with a row of ones (there is no broadcast op). */
+static void rowsum_vjp(ir_graph_t *g, int node, int dy, const bool need[IR_MAX_SRC], int dsrc[IR_MAX_SRC])
+{
+    if (!need[0])
+        return;
+    const ir_tensor_t x = g->t[g->t[node].src[0]];
+    int64_t d = last_dim(&x), rows = ir_numel(&x) / d;
+    int col = g->t[dy].dtype != x.dtype ? ir_cast(g, dy, x.dtype) : dy;
+    col = ir_reshape(g, col, 2, (const int64_t[]){rows, 1});
+    int ones = ir_fill(g, -1, 1.0, 2, (const int64_t[]){1, d}, x.dtype);
+    int full = ir_matmul(g, col, ones, false, false);
+    dsrc[0] = ir_reshape(g, full, x.ndim, x.shape);
+}
+
+static void rowsum_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
+{
+    *flops = (double)ir_numel(src_of(g, node, 0));
+    *bytes = io_bytes(g, node);
+}
+
+/* In double, in index order, as the other references. */
+static void rowsum_cpu(const ir_cpu_args_t *a)
+{
+    int64_t d = last_dim(a->srct[0]), rows = ir_numel(a->srct[0]) / d;
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0;
+        for (int64_t j = 0; j < d; j++)
+            s += a->in[0][r * d + j];
+        a->out[r] = s;
+    }
+}
+
+const ir_op_desc_t ir_op_rowsum = {
+    .name = "rowsum", .min_src = 1, .max_src = 1,
+    .shape = rowsum_shape, .vjp = rowsum_vjp, .cost = rowsum_cost, .cpu = rowsum_cpu,
 };
 
 /* ------------------------------------------------------------------ cross-entropy */

@@ -16,7 +16,7 @@
 #include "../ir/ir.h"
 
 #define PLAN_MAGIC "FTCPLAN"
-#define PLAN_VERSION 1u
+#define PLAN_VERSION 2u /* 2: attn_bwd reads the row statistics (6 inputs) */
 #define PLAN_HEADER_BYTES 32u
 
 typedef enum {

@@ -102,8 +102,9 @@ static void add_all_ops(ir_graph_t *g, ir_dtype_t dt)
 {
     const int64_t s2[2] = {8, 64}, d1[1] = {64}, q4[4] = {2, 16, 4, 32}, kv4[4] = {2, 16, 2, 32}, tok[2] = {2, 16};
     const int64_t tab2[2] = {50, 64}, lg2[2] = {32, 50}, n1[1] = {32}, hy1[1] = {IR_HYPER_COUNT}, two[1] = {2};
+    const int64_t st4[4] = {2, 16, 4, 2};
     int x = in(g, dt, 2, s2), y = in(g, dt, 2, s2), w = in(g, dt, 1, d1);
-    int q = in(g, dt, 4, q4), k = in(g, dt, 4, kv4), v = in(g, dt, 4, kv4);
+    int q = in(g, dt, 4, q4), k = in(g, dt, 4, kv4), v = in(g, dt, 4, kv4), stats = in(g, IR_F32, 4, st4);
     int pos = in(g, IR_I32, 2, tok), doc = in(g, IR_I32, 2, tok), ids = in(g, IR_I32, 2, tok);
     int tab = in(g, dt, 2, tab2), logits = in(g, dt, 2, lg2), targets = in(g, IR_I32, 1, n1);
     int hyper = in(g, IR_F32, 1, hy1), rng = in(g, IR_I32, 1, two);
@@ -137,8 +138,10 @@ static void add_all_ops(ir_graph_t *g, ir_dtype_t dt)
     node(g, OP_RMSNORM_BWD_W, dt, 2, (int[]){x, y}, NULL, (double[]){1e-5, 0});
     ir_rope(g, q, pos, (int64_t[3]){0, 1, 64}, (double[4]){5e5, 8, 1, 4});
     ir_attn(g, q, k, v, doc, 0.17);
+    node(g, OP_ATTN_LSE, IR_F32, 3, (int[]){q, k, doc}, NULL, (double[]){0.17, 0});
+    node(g, OP_ROWSUM, IR_F32, 1, &q, NULL, NULL);
     for (int64_t which = 0; which < 3; which++)
-        node(g, OP_ATTN_BWD, dt, 5, (int[]){q, k, v, doc, q}, (int64_t[]){which, 0, 0, 0}, (double[]){0.17, 0});
+        node(g, OP_ATTN_BWD, dt, 6, (int[]){q, k, v, doc, q, stats}, (int64_t[]){which, 0, 0, 0}, (double[]){0.17, 0});
     int loss = ir_xent(g, logits, targets, -100);
     node(g, OP_XENT_BWD, dt, 3, (int[]){logits, targets, loss}, (int64_t[]){-100, 0, 0, 0}, NULL);
     ir_mean(g, x);
@@ -153,11 +156,13 @@ static void add_all_ops(ir_graph_t *g, ir_dtype_t dt)
 static void add_f16_ops(ir_graph_t *g)
 {
     const int64_t s2[2] = {8, 64}, d1[1] = {64}, q4[4] = {2, 16, 4, 32}, tok[2] = {2, 16};
+    const int64_t st4[4] = {2, 16, 4, 2};
     int x = in(g, IR_F16, 2, s2), w = in(g, IR_F16, 1, d1), q = in(g, IR_F16, 4, q4), doc = in(g, IR_I32, 2, tok);
+    int stats = in(g, IR_F32, 4, st4);
     ir_cast(g, ir_cast(g, x, IR_I32), IR_F16);
     ir_fill(g, ir_sum(g, x), 2.0, 2, s2, IR_F16);
     ir_rmsnorm(g, ir_add(g, x, x), w, 1e-5);
-    node(g, OP_ATTN_BWD, IR_F16, 5, (int[]){q, q, q, doc, q}, NULL, (double[]){0.17, 0});
+    node(g, OP_ATTN_BWD, IR_F16, 6, (int[]){q, q, q, doc, q, stats}, NULL, (double[]){0.17, 0});
 }
 
 /* ---- checks on a module ---- */
@@ -193,25 +198,26 @@ static void check_geometry(const ir_graph_t *g, const cg_launch_t *l, const char
         CHECK_MSG(l->grid[0] == 1 && threads == 1024, "%s: %s is not one block of 1024", what, t->name);
         break;
     case OP_ATTN:
-        CHECK_MSG(l->grid[0] == (unsigned)x->shape[1] && l->grid[1] == (unsigned)x->shape[2] &&
-                      l->grid[2] == (unsigned)x->shape[0] && threads == 128 &&
-                      l->smem == (unsigned)(4 * (x->shape[3] + 2) * 4),
+    case OP_ATTN_LSE:
+    case OP_ATTN_BWD: {
+        /* tiles of 32 rows (query rows; keys for dk and dv), 4 warps, shared tiles of pitch
+         * round_up(Dh, 4) + 4 floats: attn 3 of them, attn_lse 2, attn_bwd 4 plus lse and delta
+         * (the tensor-core path, bf16 at Dh 64 and 128, is checked by test_attn_launch) */
+        const ir_tensor_t *k = &g->t[t->src[1]];
+        int64_t dh = x->shape[3], pitch = (dh + 3) / 4 * 4 + 4;
+        int64_t ntile = t->op == OP_ATTN ? 3 : t->op == OP_ATTN_LSE ? 2 : 4;
+        int64_t words = ntile * 32 * pitch + 64 + (t->op == OP_ATTN_BWD ? 64 : 0);
+        bool per_kv = t->op == OP_ATTN_BWD && t->ip[0] != 0;
+        CHECK_MSG(l->grid[0] == (unsigned)((x->shape[1] + 31) / 32) &&
+                      l->grid[1] == (unsigned)(per_kv ? k->shape[2] : x->shape[2]) &&
+                      l->grid[2] == (unsigned)x->shape[0] && threads == 128 && l->smem == (unsigned)(words * 4),
                   "%s: %s grid %u,%u,%u smem %u", what, t->name, l->grid[0], l->grid[1], l->grid[2], l->smem);
         break;
-    case OP_ATTN_BWD: {
-        const ir_tensor_t *k = &g->t[t->src[1]];
-        int64_t dh = x->shape[3];
-        if (t->ip[0] == 0)
-            CHECK_MSG(l->grid[0] == (unsigned)x->shape[1] && l->grid[1] == (unsigned)x->shape[2] &&
-                          l->smem == (unsigned)((4 * dh + 12) * 4),
-                      "%s: %s (dq) grid %u,%u smem %u", what, t->name, l->grid[0], l->grid[1], l->smem);
-        else
-            CHECK_MSG(l->grid[0] == (unsigned)((x->shape[1] + 31) / 32) && l->grid[1] == (unsigned)k->shape[2] &&
-                          l->grid[2] == (unsigned)x->shape[0] && l->smem == (unsigned)((32 * dh + 32 + 12) * 4),
-                      "%s: %s (dk/dv) grid %u,%u,%u smem %u", what, t->name, l->grid[0], l->grid[1], l->grid[2],
-                      l->smem);
-        break;
     }
+    case OP_ROWSUM:
+        CHECK_MSG(threads == 256 && (int64_t)l->grid[0] == (ir_numel(x) / last_dim(x) + 7) / 8,
+                  "%s: %s is not a warp per row (grid %u)", what, t->name, l->grid[0]);
+        break;
     case OP_ROPE:
         CHECK_MSG(threads == 256 && l->smem == (unsigned)(x->shape[3] / 2 * 8), "%s: %s smem %u", what, t->name,
                   l->smem);
@@ -444,7 +450,7 @@ static void test_all_ops(void)
         /* i32 data movement and f16 stores got kernels of their own */
         const char *want[] = {"ftk_permute_i32_i32", "ftk_concat_i32_i32_i32", "ftk_slice_i32_i32",
                               "ftk_cast_f32_i32",    "ftk_cast_i32_f16",       "ftk_fill_i32",
-                              "ftk_fill_f16_f16",    "ftk_attn_bwd_f16_f16_f16_i32_f16_f16"};
+                              "ftk_fill_f16_f16",    "ftk_attn_bwd_f16_f16_f16_i32_f16_f32_f16"};
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
             bool found = false;
             for (int k = 0; k < m.nnames; k++)
@@ -533,6 +539,61 @@ static void test_refusals(void)
     ir_graph_free(&g);
 }
 
+/* Which attention nodes take the tensor-core path (every matrix operand bf16, Dh 64 or 128)
+ * and the launch shapes of both paths: tiles of 64 query rows on 4 warps, dk/dv blocks of 32
+ * keys on 2 warps, bf16 tiles at a pitch of Dh + 8; the CUDA-core path as check_geometry. */
+static void test_attn_launch(void)
+{
+    const struct {
+        ir_dtype_t dt, dydt;
+        int64_t dh;
+    } cases[] = {
+        {IR_BF16, IR_BF16, 64}, {IR_BF16, IR_BF16, 128}, {IR_BF16, IR_BF16, 96},
+        {IR_F32, IR_F32, 128},  {IR_F16, IR_F16, 64},    {IR_BF16, IR_F32, 64}, /* f32 dy: bwd on CUDA cores */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        ir_graph_t g;
+        ir_graph_init(&g);
+        int64_t dh = cases[c].dh, pitch = dh + 8;
+        const int64_t q4[4] = {2, 200, 8, dh}, kv4[4] = {2, 200, 2, dh}, st4[4] = {2, 200, 8, 2};
+        int q = in(&g, cases[c].dt, 4, q4), k = in(&g, cases[c].dt, 4, kv4), v = in(&g, cases[c].dt, 4, kv4);
+        int doc = in(&g, IR_I32, 2, q4), dy = in(&g, cases[c].dydt, 4, q4), st = in(&g, IR_F32, 4, st4);
+        int ids[5];
+        ids[0] = ir_attn(&g, q, k, v, doc, 0.1);
+        ids[1] = node(&g, OP_ATTN_LSE, IR_F32, 3, (int[]){q, k, doc}, NULL, (double[]){0.1, 0});
+        for (int64_t w = 0; w < 3; w++)
+            ids[2 + w] = node(&g, OP_ATTN_BWD, cases[c].dt, 6, (int[]){q, k, v, doc, dy, st}, (int64_t[]){w, 0, 0, 0},
+                              (double[]){0.1, 0});
+        CHECK_MSG(!g.err[0], "%s", g.err);
+        schedule_all(&g);
+        for (int i = 0; i < 5 && !g.err[0]; i++) {
+            cg_launch_t l;
+            ft_err_t e;
+            CHECK(cg_launch_of(&g, ids[i], "sm_90", &l, &e) == 0);
+            const ir_tensor_t *t = &g.t[ids[i]];
+            bool kv = i >= 3;
+            int64_t words = 0, rows = 0;
+            unsigned threads = 128;
+            bool mma = cases[c].dt == IR_BF16 && (dh == 64 || dh == 128) && (i < 2 || cases[c].dydt == IR_BF16);
+            if (mma) {
+                rows = kv ? 32 : 64;
+                threads = kv ? 64 : 128;
+                int64_t tiles = i == 0 ? 3 * 64 : i == 1 ? 2 * 64 : i == 2 ? 4 * 64 : 2 * 32 + 2 * 64;
+                words = tiles * pitch / 2 + (i < 2 ? 128 : i == 2 ? 256 : 224);
+            } else {
+                int64_t fp = (dh + 3) / 4 * 4 + 4;
+                rows = 32;
+                words = (i == 0 ? 3 : i == 1 ? 2 : 4) * 32 * fp + 64 + (i >= 2 ? 64 : 0);
+            }
+            CHECK_MSG(l.kind == CG_KERNEL && l.block[0] == threads && l.grid[0] == (unsigned)((200 + rows - 1) / rows) &&
+                          l.grid[1] == (unsigned)(kv ? 2 : 8) && l.grid[2] == 2 && l.smem == (unsigned)(words * 4),
+                      "case %zu %s: block %u grid %u,%u,%u smem %u", c, ir_ops[t->op]->name, l.block[0], l.grid[0],
+                      l.grid[1], l.grid[2], l.smem);
+        }
+        ir_graph_free(&g);
+    }
+}
+
 /* ftc compile --target, --emit-cuda and inspect --kernels, end to end. */
 static void test_cli(void)
 {
@@ -592,6 +653,7 @@ int main(void)
         test_no_toolkit();
     }
     test_refusals();
+    test_attn_launch();
     sh("rm -rf '%s'", cache);
     return CHECK_DONE();
 }

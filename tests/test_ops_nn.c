@@ -1,8 +1,9 @@
-/* test_ops_nn.c — the neural-network ops of ir/ops_nn.c (rmsnorm, rope, attn, xent and
- * their backward ops): every VJP against central finite differences in float64, forward
- * values against computations written independently here, the properties attention
- * promises (documents are isolated, grouped heads equal repeated heads), the loss's
- * ignore/invalid-target rules, and the shape rules' refusals. */
+/* test_ops_nn.c — the neural-network ops of ir/ops_nn.c (rmsnorm, rope, attn with attn_lse
+ * and rowsum, xent and their backward ops): every VJP against central finite differences in
+ * float64 (attn's through the row statistics its backward reads), forward values against
+ * computations written independently here, the properties attention promises (documents
+ * are isolated, grouped heads equal repeated heads), the structure of attn's backward, the
+ * loss's ignore/invalid-target rules, and the shape rules' refusals. */
 #include <string.h>
 
 #include "check.h"
@@ -95,6 +96,13 @@ static double max_abs_diff(const double *a, const double *b, int64_t n)
             m = d;
     }
     return m;
+}
+
+/* The builder refused: id -1 and an error message naming both a and b. */
+static void expect_error(ir_graph_t *g, int id, const char *a, const char *b, const char *label)
+{
+    CHECK_MSG(id < 0 && strstr(g->err, a) && strstr(g->err, b), "%s: expected an error naming '%s' and '%s', got id %d, '%s'",
+              label, a, b, id, g->err);
 }
 
 /* ------------------------------------------------------------------ rmsnorm */
@@ -442,6 +450,233 @@ static void test_attn_cost(void)
     fx_free(&f);
 }
 
+/* attn_lse against the log of the softmax denominator written out here, on packed documents
+ * with grouped heads: lse_i = log sum over j <= i in i's document of exp(scale q_i.k_j). */
+static void test_attn_lse_values(void)
+{
+    const attn_cfg_t c = {2, 7, 4, 2, 3};
+    const double doc[14] = {0, 0, 1, 1, 1, 2, 2, 5, 5, 5, 5, 6, 5, 5}, scale = 0.7;
+    fx_t f;
+    fx_init(&f);
+    int q, k, v;
+    int d = attn_leaves(&f, &c, doc, &q, &k, &v);
+    int lse = ir_node_dt(&f.g, OP_ATTN_LSE, IR_F64, 3, (const int[]){q, k, d}, NULL,
+                         (const double[IR_MAX_PARAMS]){scale});
+    CHECK_MSG(lse >= 0, "attn_lse: %s", f.g.err);
+    const ir_tensor_t *t = &f.g.t[lse];
+    CHECK(t->ndim == 4 && t->shape[0] == 2 && t->shape[1] == 7 && t->shape[2] == 4 && t->shape[3] == 1);
+    double **val = fx_eval(&f);
+    double worst = 0;
+    for (int64_t b = 0; b < c.b; b++)
+        for (int64_t i = 0; i < c.s; i++)
+            for (int64_t h = 0; h < c.hq; h++) {
+                double sum = 0;
+                for (int64_t j = 0; j <= i; j++) {
+                    if (doc[b * c.s + j] != doc[b * c.s + i])
+                        continue;
+                    double dotp = 0;
+                    for (int64_t x = 0; x < c.dh; x++)
+                        dotp += f.v[q][((b * c.s + i) * c.hq + h) * c.dh + x] *
+                                f.v[k][((b * c.s + j) * c.hkv + h / 2) * c.dh + x];
+                    sum += exp(scale * dotp);
+                }
+                double err = fabs(val[lse][(b * c.s + i) * c.hq + h] - log(sum));
+                if (!(err <= worst))
+                    worst = err;
+            }
+    CHECK_MSG(worst < 1e-13, "attn_lse differs from log sum exp by %g", worst);
+    fx_done(&f, val);
+    fx_free(&f);
+}
+
+/* Large scores must not overflow: lse = max + log(sum exp(s - max)). One key: lse = its score. */
+static void test_attn_lse_large(void)
+{
+    const attn_cfg_t c = {1, 2, 1, 1, 1};
+    fx_t f;
+    fx_init(&f);
+    int q, k, v;
+    int d = attn_leaves(&f, &c, NULL, &q, &k, &v);
+    memcpy(f.v[q], (const double[]){30, 30}, 2 * sizeof(double));
+    memcpy(f.v[k], (const double[]){40, 39}, 2 * sizeof(double));
+    int lse = ir_node_dt(&f.g, OP_ATTN_LSE, IR_F64, 3, (const int[]){q, k, d}, NULL, (const double[IR_MAX_PARAMS]){1});
+    double **val = fx_eval(&f);
+    CHECK_NEAR(val[lse][0], 1200, 1e-12);
+    CHECK_NEAR(val[lse][1], 1200 + log(1 + exp(-30.0)), 1e-12);
+    fx_done(&f, val);
+    fx_free(&f);
+}
+
+/* rowsum: values by hand, the shape rule, and its VJP (the broadcast back) by finite
+ * differences, through a product so that dy reaches it with varied values. */
+static void test_rowsum(void)
+{
+    fx_t f;
+    fx_init(&f);
+    int x = fx_leaf(&f, "x", IR_F64, 2, (const int64_t[]){2, 3}, (const double[]){1, 2, 3.5, -1, 0.25, 4}, 0);
+    int r = ir_node(&f.g, OP_ROWSUM, 1, &x, NULL, NULL);
+    CHECK(r >= 0 && f.g.t[r].ndim == 2 && f.g.t[r].shape[0] == 2 && f.g.t[r].shape[1] == 1);
+    double **val = fx_eval(&f);
+    CHECK(val[r][0] == 6.5 && val[r][1] == 3.25);
+    fx_done(&f, val);
+    fx_free(&f);
+
+    const int64_t shapes[3][4] = {{2, 3, 4, 5}, {7, 0, 0, 0}, {3, 1, 0, 0}};
+    const int nd[3] = {4, 1, 2};
+    for (int k = 0; k < 3; k++) {
+        fx_init(&f);
+        int a = fx_leaf(&f, "a", IR_F64, nd[k], shapes[k], NULL, 1.0);
+        int b = fx_leaf(&f, "b", IR_F64, nd[k], shapes[k], NULL, 1.0);
+        int y = ir_node(&f.g, OP_ROWSUM, 1, (const int[]){ir_mul(&f.g, a, b)}, NULL, NULL);
+        CHECK_MSG(y >= 0, "rowsum: %s", f.g.err);
+        char label[48];
+        snprintf(label, sizeof label, "rowsum %d-D", nd[k]);
+        fd_check(&f.g, y, (const int[]){a, b}, 2, f.v, label);
+        fx_verify(&f, label);
+        fx_free(&f);
+    }
+
+    ir_graph_t g;
+    ir_graph_init(&g);
+    int s = ir_leaf(&g, "s", IR_INPUT, IR_F32, 0, NULL);
+    expect_error(&g, ir_node(&g, OP_ROWSUM, 1, &s, NULL, NULL), "rowsum", "scalar", "rowsum of a scalar");
+    ir_graph_free(&g);
+    ir_graph_init(&g);
+    int ids = ir_leaf(&g, "ids", IR_INPUT, IR_I32, 1, (const int64_t[]){4});
+    expect_error(&g, ir_node(&g, OP_ROWSUM, 1, &ids, NULL, NULL), "rowsum", "floating point", "rowsum of i32");
+    ir_graph_free(&g);
+}
+
+/* The backward of attn reads the row statistics: each gradient is an attn_bwd node whose
+ * sixth input concatenates attn_lse(q, k, doc) and rowsum(o * dy) along axis 3, all in f32
+ * for bf16 attention (the product too), all marked as backward nodes. */
+static void test_attn_vjp_nodes(void)
+{
+    fx_t f;
+    fx_init(&f);
+    const int64_t qs[4] = {2, 5, 4, 8}, kvs[4] = {2, 5, 2, 8};
+    int q = fx_leaf(&f, "q", IR_BF16, 4, qs, NULL, 1), k = fx_leaf(&f, "k", IR_BF16, 4, kvs, NULL, 1);
+    int v = fx_leaf(&f, "v", IR_BF16, 4, kvs, NULL, 1);
+    int d = fx_leaf(&f, "doc", IR_I32, 2, qs, (const double[10]){0}, 0);
+    int y = ir_attn(&f.g, q, k, v, d, 0.25);
+    int dy = fx_leaf(&f, "dy", IR_BF16, 4, qs, NULL, 1);
+    int grads[3];
+    ft_err_t e;
+    CHECK(pass_grad(&f.g, y, dy, (const int[]){q, k, v}, 3, grads, &e) == 0);
+    int stats = -1;
+    for (int w = 0; w < 3; w++) {
+        const ir_tensor_t *t = &f.g.t[grads[w]];
+        CHECK(t->op == OP_ATTN_BWD && t->nsrc == 6 && t->ip[0] == w && t->fp[0] == 0.25 && t->dtype == IR_BF16);
+        CHECK(t->src[0] == q && t->src[1] == k && t->src[2] == v && t->src[3] == d && t->src[4] == dy);
+        CHECK((t->flags & IR_FLAG_BWD) != 0);
+        CHECK(w == 0 || t->src[5] == stats); /* one statistics tensor for all three */
+        stats = t->src[5];
+    }
+    const ir_tensor_t *st = &f.g.t[stats];
+    CHECK(st->op == OP_CONCAT && st->ip[0] == 3 && st->dtype == IR_F32 && st->shape[3] == 2 && st->shape[2] == 4);
+    const ir_tensor_t *lse = &f.g.t[st->src[0]], *delta = &f.g.t[st->src[1]];
+    CHECK(lse->op == OP_ATTN_LSE && lse->dtype == IR_F32 && lse->fp[0] == 0.25 && lse->src[0] == q &&
+          lse->src[1] == k && lse->src[2] == d && (lse->flags & IR_FLAG_BWD));
+    CHECK(delta->op == OP_ROWSUM && delta->dtype == IR_F32 && (delta->flags & IR_FLAG_BWD));
+    const ir_tensor_t *prod = &f.g.t[delta->src[0]];
+    CHECK(prod->op == OP_MUL && prod->dtype == IR_F32 && prod->src[0] == y && prod->src[1] == dy);
+    fx_verify(&f, "attn vjp nodes");
+    fx_free(&f);
+}
+
+/* The reference backward with given statistics: dq, dk, dv from attn_bwd equal the
+ * gradients written out from the probabilities (recomputed here from scratch), and the
+ * statistics are used as given: shifting lse by c scales every p, so dv by exp(-c). */
+static void test_attn_bwd_uses_stats(void)
+{
+    const attn_cfg_t c = {1, 4, 2, 1, 2};
+    fx_t f;
+    fx_init(&f);
+    int q, k, v;
+    int d = attn_leaves(&f, &c, (const double[4]){3, 3, 3, 3}, &q, &k, &v);
+    const int64_t qs[4] = {1, 4, 2, 2};
+    int dy = fx_leaf(&f, "dy", IR_F64, 4, qs, NULL, 1);
+    int st = fx_leaf(&f, "stats", IR_F64, 4, (const int64_t[]){1, 4, 2, 2}, NULL, 0.5);
+    int y = ir_attn(&f.g, q, k, v, d, 0.6);
+    int lse = ir_node_dt(&f.g, OP_ATTN_LSE, IR_F64, 3, (const int[]){q, k, d}, NULL, (const double[IR_MAX_PARAMS]){0.6});
+    int bw[3];
+    for (int w = 0; w < 3; w++)
+        bw[w] = ir_node(&f.g, OP_ATTN_BWD, 6, (const int[]){q, k, v, d, dy, st}, (const int64_t[IR_MAX_PARAMS]){w},
+                        (const double[IR_MAX_PARAMS]){0.6});
+    CHECK_MSG(bw[2] >= 0 && y >= 0 && lse >= 0, "%s", f.g.err);
+    /* first pass: the true statistics into the stats leaf */
+    double **val = fx_eval(&f);
+    for (int64_t r = 0; r < 8; r++) {
+        double delta = 0;
+        for (int64_t x = 0; x < 2; x++)
+            delta += val[y][r * 2 + x] * f.v[dy][r * 2 + x];
+        f.v[st][2 * r] = val[lse][r];
+        f.v[st][2 * r + 1] = delta;
+    }
+    fx_done(&f, val);
+    val = fx_eval(&f);
+    /* the gradients written out: p_ij, dP_ij = dy_i.v_j, dS = p (dP - sum_l p_il dP_il) */
+    double want[3][16] = {{0}};
+    for (int64_t i = 0; i < 4; i++)
+        for (int64_t h = 0; h < 2; h++) {
+            const double *qi = f.v[q] + (i * 2 + h) * 2, *dyi = f.v[dy] + (i * 2 + h) * 2;
+            double s[4], p[4], dpv[4], z = 0, dsum = 0;
+            for (int64_t j = 0; j <= i; j++) {
+                s[j] = 0.6 * (qi[0] * f.v[k][j * 2] + qi[1] * f.v[k][j * 2 + 1]);
+                z += exp(s[j]);
+            }
+            for (int64_t j = 0; j <= i; j++) {
+                p[j] = exp(s[j]) / z;
+                dpv[j] = dyi[0] * f.v[v][j * 2] + dyi[1] * f.v[v][j * 2 + 1];
+                dsum += p[j] * dpv[j];
+            }
+            for (int64_t j = 0; j <= i; j++)
+                for (int64_t x = 0; x < 2; x++) {
+                    double ds = 0.6 * p[j] * (dpv[j] - dsum);
+                    want[0][(i * 2 + h) * 2 + x] += ds * f.v[k][j * 2 + x];
+                    want[1][j * 2 + x] += ds * qi[x];
+                    want[2][j * 2 + x] += p[j] * dyi[x];
+                }
+        }
+    for (int w = 0; w < 3; w++)
+        CHECK_MSG(max_abs_diff(val[bw[w]], want[w], w == 0 ? 16 : 8) < 1e-13, "attn_bwd %d differs from the written-out "
+                  "gradient", w);
+    fx_done(&f, val);
+    for (int64_t r = 0; r < 8; r++)
+        f.v[st][2 * r] += 0.5;
+    val = fx_eval(&f);
+    for (int64_t x = 0; x < 8; x++)
+        CHECK_NEAR(val[bw[2]][x], want[2][x] * exp(-0.5), 1e-13);
+    fx_done(&f, val);
+    fx_free(&f);
+}
+
+static void test_attn_bwd_cost(void)
+{
+    const attn_cfg_t c = {2, 8, 4, 2, 8};
+    fx_t f;
+    fx_init(&f);
+    int q, k, v;
+    int d = attn_leaves(&f, &c, NULL, &q, &k, &v);
+    int dy = fx_leaf(&f, "dy", IR_F64, 4, (const int64_t[]){2, 8, 4, 8}, NULL, 1);
+    int st = fx_leaf(&f, "stats", IR_F32, 4, (const int64_t[]){2, 8, 4, 2}, NULL, 1);
+    int lse = ir_node_dt(&f.g, OP_ATTN_LSE, IR_F32, 3, (const int[]){q, k, d}, NULL, (const double[IR_MAX_PARAMS]){1});
+    int dq = ir_node(&f.g, OP_ATTN_BWD, 6, (const int[]){q, k, v, d, dy, st}, (const int64_t[IR_MAX_PARAMS]){0},
+                     (const double[IR_MAX_PARAMS]){1});
+    int dv = ir_node(&f.g, OP_ATTN_BWD, 6, (const int[]){q, k, v, d, dy, st}, (const int64_t[IR_MAX_PARAMS]){2},
+                     (const double[IR_MAX_PARAMS]){1});
+    CHECK_MSG(dv >= 0, "%s", f.g.err);
+    double flops, bytes, mm = 2.0 * 2 * 4 * 8 * 8 * 8 / 2; /* one causal score-sized product */
+    ir_ops[OP_ATTN_LSE]->cost(&f.g, &f.g.t[lse], &flops, &bytes);
+    CHECK(flops == mm && bytes == 8.0 * (2 * 8 * 4 * 8) + 8.0 * (2 * 8 * 2 * 8) + 4.0 * 2 * 8 + 4.0 * 2 * 8 * 4);
+    ir_ops[OP_ATTN_BWD]->cost(&f.g, &f.g.t[dq], &flops, &bytes);
+    CHECK(flops == 3 * mm);
+    CHECK(bytes == 8.0 * (2 * 8 * 4 * 8) * 3 + 8.0 * (2 * 8 * 2 * 8) * 2 + 4.0 * 2 * 8 + 4.0 * 2 * 8 * 4 * 2);
+    ir_ops[OP_ATTN_BWD]->cost(&f.g, &f.g.t[dv], &flops, &bytes);
+    CHECK(flops == 2 * mm);
+    fx_free(&f);
+}
+
 /* ------------------------------------------------------------------ cross-entropy */
 
 static void test_xent_fd(const char *label, int64_t ignore, const double *targets, double scale)
@@ -512,12 +747,6 @@ static void test_xent_bad_target(double bad)
 
 /* ------------------------------------------------------------------ shape errors */
 
-static void expect_error(ir_graph_t *g, int id, const char *a, const char *b, const char *label)
-{
-    CHECK_MSG(id < 0 && strstr(g->err, a) && strstr(g->err, b), "%s: expected an error naming '%s' and '%s', got id %d, '%s'",
-              label, a, b, id, g->err);
-}
-
 static void test_attn_shape_errors(void)
 {
     struct {
@@ -548,6 +777,47 @@ static void test_attn_shape_errors(void)
     int d = ir_leaf(&g, "doc", IR_INPUT, IR_I32, 2, (const int64_t[]){2, 4});
     expect_error(&g, ir_attn(&g, q, q, q, d, 1.0), "attn: doc", "expected [2,5]", "attn doc shape");
     ir_graph_free(&g);
+}
+
+/* attn_bwd wants stats [B,S,Hq,2]; attn_lse wants q and k of one dtype and a float result. */
+static void test_attn_stats_shape_errors(void)
+{
+    ir_graph_t g;
+    ir_graph_init(&g);
+    int q = ir_leaf(&g, "q", IR_INPUT, IR_F32, 4, (const int64_t[]){2, 5, 4, 8});
+    int k = ir_leaf(&g, "k", IR_INPUT, IR_F32, 4, (const int64_t[]){2, 5, 2, 8});
+    int kb = ir_leaf(&g, "kb", IR_INPUT, IR_BF16, 4, (const int64_t[]){2, 5, 2, 8});
+    int d = ir_leaf(&g, "doc", IR_INPUT, IR_I32, 2, (const int64_t[]){2, 5});
+    int st1 = ir_leaf(&g, "st1", IR_INPUT, IR_F32, 4, (const int64_t[]){2, 5, 4, 1});
+    int sti = ir_leaf(&g, "sti", IR_INPUT, IR_I32, 4, (const int64_t[]){2, 5, 4, 2});
+    const int64_t ip[IR_MAX_PARAMS] = {1};
+    const double fp[IR_MAX_PARAMS] = {0.5};
+    ir_graph_t g2;
+    ir_graph_copy(&g2, &g);
+    expect_error(&g, ir_node(&g, OP_ATTN_BWD, 6, (const int[]){q, k, k, d, q, st1}, ip, fp), "attn_bwd: stats",
+                 "expected [2,5,4,2]", "attn_bwd stats shape");
+    ir_graph_free(&g);
+    ir_graph_copy(&g, &g2);
+    expect_error(&g, ir_node(&g, OP_ATTN_BWD, 6, (const int[]){q, k, k, d, q, sti}, ip, fp), "attn_bwd: stats",
+                 "floating point", "attn_bwd i32 stats");
+    ir_graph_free(&g);
+    ir_graph_copy(&g, &g2);
+    expect_error(&g, ir_node(&g, OP_ATTN_BWD, 5, (const int[]){q, k, k, d, q}, ip, fp), "attn_bwd", "6 to 6 inputs",
+                 "attn_bwd without stats");
+    ir_graph_free(&g);
+    ir_graph_copy(&g, &g2);
+    expect_error(&g, ir_node_dt(&g, OP_ATTN_LSE, IR_F32, 3, (const int[]){q, kb, d}, NULL, fp), "attn_lse",
+                 "share a dtype", "attn_lse dtypes");
+    ir_graph_free(&g);
+    ir_graph_copy(&g, &g2);
+    expect_error(&g, ir_node_dt(&g, OP_ATTN_LSE, IR_I32, 3, (const int[]){q, k, d}, NULL, fp), "attn_lse",
+                 "floating point", "attn_lse i32 result");
+    ir_graph_free(&g);
+    ir_graph_copy(&g, &g2);
+    expect_error(&g, ir_node_dt(&g, OP_ATTN_LSE, IR_F32, 3, (const int[]){q, k, st1}, NULL, fp), "attn_lse: doc",
+                 "i32", "attn_lse doc");
+    ir_graph_free(&g);
+    ir_graph_free(&g2);
 }
 
 static void test_rope_shape_errors(void)
@@ -651,6 +921,12 @@ int main(void)
     test_attn_fd("attn mqa 3/1", (attn_cfg_t){2, 5, 3, 1, 4}, NULL);
     test_attn_doc_isolation();
     test_attn_gqa_equals_mha();
+    test_attn_lse_values();
+    test_attn_lse_large();
+    test_attn_vjp_nodes();
+    test_attn_bwd_uses_stats();
+    test_attn_bwd_cost();
+    test_rowsum();
 
     test_xent_values();
     test_xent_bad_target(7);
@@ -660,6 +936,7 @@ int main(void)
     test_xent_fd("xent ignore -1", -1, (const double[6]){-1, 1, 1, 5, 4, -1}, 4.0);
 
     test_attn_shape_errors();
+    test_attn_stats_shape_errors();
     test_rope_shape_errors();
     test_xent_rmsnorm_shape_errors();
     return CHECK_DONE();

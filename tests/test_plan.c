@@ -415,7 +415,7 @@ static void test_header_forgeries(const unsigned char *buf, size_t len)
 {
     char phrase[96];
     forge(buf, len, 0, 'X', 1, "not a plan file (bad magic)", "magic");
-    forge(buf, len, 8, 99, 4, "plan format version 99, this ftrun reads version 1: recompile the plan", "version");
+    forge(buf, len, 8, 99, 4, "plan format version 99, this ftrun reads version 2: recompile the plan", "version");
     snprintf(phrase, sizeof phrase, "truncated: header says %zu bytes, file has %zu", len + 8, len);
     forge(buf, len, 16, len + 8, 8, phrase, "size too big");
     snprintf(phrase, sizeof phrase, "trailing bytes: header says %zu bytes, file has %zu", len - 8, len);
@@ -461,7 +461,7 @@ static void test_meta_forgeries(const unsigned char *buf, size_t len)
 static void test_tensor_forgeries(const unsigned char *buf, size_t len)
 {
     size_t h = tensor_at(buf, T_H), x = tensor_at(buf, T_X), w = tensor_at(buf, T_W);
-    forge(buf, len, h + R_OP, OP_COUNT, 4, "op 34 out of range", "op");
+    forge(buf, len, h + R_OP, OP_COUNT, 4, "op 36 out of range", "op");
     forge(buf, len, h + R_DTYPE, 99, 4, "dtype 99 out of range", "dtype");
     forge(buf, len, h + R_ROLE, IR_ROLE_COUNT, 4, "role 6 out of range", "role");
     forge(buf, len, h + R_PHASE, 2, 4, "phase 2 out of range", "phase");

@@ -13,13 +13,17 @@
  * Not a ctest test (CPU CI has no GPU): tests/gpu/run.sh runs it on a GPU machine. Without
  * a GPU it still builds and compiles every case and runs the CPU side, then says so.
  *
- * usage: test_kernels [--arch sm_XY] [--cache DIR] [FILTER]   (FILTER: substring of labels) */
+ * After the checks, the attention kernels are timed at S 1024 (bench_attention; "time" lines;
+ * FILTER "time" runs only those).
+ *
+ * usage: test_kernels [--arch sm_XY] [--cache DIR] [--old-attn FILE] [FILTER]   (FILTER: substring of labels) */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/cg_internal.h"
 #include "codegen/codegen.h"
 #include "ir/ir.h"
 #include "passes/passes.h"
@@ -27,12 +31,16 @@
 #include "runtime/exec.h"
 #include "runtime/exec_cuda.h"
 
+#include <cuda.h>
+#include <cuda_runtime.h>
+
 #define MAXLEAF 8
 #define TOL_F32 1e-5
 #define TOL_BF16 1e-2
 
 typedef struct {
     const char *arch, *cache, *filter;
+    const char *old_attn; /* --old-attn FILE: the previous attention.cuh, timed beside the new kernels */
     bool gpu;
     int pass, fail, skipped, compiled;
 } env_t;
@@ -99,6 +107,15 @@ static int leaf(tcase_t *c, const char *name, ir_dtype_t dt, int ndim, const int
         v[i] = dt == IR_I32 ? floor(lo + urand() * (hi - lo)) : lo + urand() * (hi - lo);
     snprintf(c->leaf_name[c->nleaf], sizeof c->leaf_name[0], "%s", name);
     c->leaf_val[c->nleaf++] = v;
+    return id;
+}
+
+/* A leaf holding a copy of v. */
+static int leaf_from(tcase_t *c, const char *name, ir_dtype_t dt, int ndim, const int64_t *shape, const double *v)
+{
+    int id = leaf(c, name, dt, ndim, shape, 0, 0);
+    if (id >= 0)
+        memcpy(c->leaf_val[c->nleaf - 1], v, (size_t)numel_of(ndim, shape) * sizeof *v);
     return id;
 }
 
@@ -174,10 +191,10 @@ static void row(const tcase_t *c, const char *dt, const char *shape, const char 
                 const char *why)
 {
     if (r)
-        printf("%-40s %-9s %-18s %-8s %10.3g %10.3g %8.0e  %s%s%s\n", c->label, dt, shape, how, r->maxabs, r->rel,
+        printf("%-46s %-9s %-18s %-8s %10.3g %10.3g %8.0e  %s%s%s\n", c->label, dt, shape, how, r->maxabs, r->rel,
                c->tol, st, why[0] ? "  " : "", why);
     else
-        printf("%-40s %-9s %-18s %-8s %10s %10s %8.0e  %s%s%s\n", c->label, dt, shape, how, "-", "-", c->tol, st,
+        printf("%-46s %-9s %-18s %-8s %10s %10s %8.0e  %s%s%s\n", c->label, dt, shape, how, "-", "-", c->tol, st,
                why[0] ? "  " : "", why);
 }
 
@@ -495,42 +512,550 @@ static void cases_norm_rope(env_t *env)
     }
 }
 
-/* Document ids of packed rows: row 0 holds documents of 50, 30 and the rest; row 1 one. */
-static void fill_docs(double *doc, int64_t B, int64_t S)
+/* ------------------------------------------------------------------ attention */
+
+typedef struct {
+    int64_t b, s, hq, hkv, dh;
+    int docs; /* DOCS_* */
+} attn_cfg_t;
+
+enum {
+    DOCS_SMALL,    /* row 0: documents of 50, 30 and the rest; row 1: one document */
+    DOCS_STRIPED,  /* ids (s / 10) % 3: one id in several separate runs (not increasing) */
+    DOCS_PACKED,   /* documents of 300, 200, 400 and the rest (per 1024 tokens), ids increasing */
+};
+
+static void fill_docs(double *doc, const attn_cfg_t *c)
 {
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t s = 0; s < S; s++)
-            doc[b * S + s] = b == 1 ? 0 : s < 50 ? 0 : s < 80 ? 1 : 2;
+    for (int64_t b = 0; b < c->b; b++)
+        for (int64_t s = 0; s < c->s; s++) {
+            double d = 0;
+            if (c->docs == DOCS_SMALL)
+                d = b == 1 ? 0 : s < 50 ? 0 : s < 80 ? 1 : 2;
+            else if (c->docs == DOCS_STRIPED)
+                d = (double)((s / 10) % 3);
+            else {
+                int64_t at = s * 1024 / c->s; /* the S 1024 layout, stretched to S */
+                d = at < 300 ? 0 : at < 500 ? 1 : at < 900 ? 2 : 3;
+            }
+            doc[b * c->s + s] = d;
+        }
 }
 
+static const char *const docs_name[3] = {"docs", "striped docs", "packed docs"};
+
+/* n values uniform in [lo, hi), rounded to dt as both executors store them. */
+static double *rand_vals(ir_dtype_t dt, int64_t n, double lo, double hi)
+{
+    double *v = malloc((size_t)n * sizeof *v);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = lo + urand() * (hi - lo);
+    void *tmp = malloc((size_t)n * ir_dtype_size(dt));
+    rt_store_f64(dt, v, n, tmp);
+    rt_load_f64(dt, tmp, n, v);
+    free(tmp);
+    return v;
+}
+
+/* One attention problem's values: inputs, the output gradient, and the row statistics
+ * (lse, rowsum(dy * o)) [B,S,Hq,2] that attn_bwd reads, computed here by the float64 CPU
+ * references from the rounded inputs. */
+typedef struct {
+    attn_cfg_t c;
+    double scale;
+    double *q, *k, *v, *doc, *dy, *stats;
+} attn_vals_t;
+
+static int attn_vals(attn_vals_t *a, const attn_cfg_t *c, ir_dtype_t dt, bool with_stats)
+{
+    memset(a, 0, sizeof *a);
+    a->c = *c;
+    a->scale = 1.0 / sqrt((double)c->dh);
+    int64_t nq = c->b * c->s * c->hq * c->dh, nkv = c->b * c->s * c->hkv * c->dh;
+    a->q = rand_vals(dt, nq, -1.5, 1.5);
+    a->k = rand_vals(dt, nkv, -1.5, 1.5);
+    a->v = rand_vals(dt, nkv, -1, 1);
+    a->dy = rand_vals(dt, nq, -1, 1);
+    a->doc = malloc((size_t)(c->b * c->s) * sizeof *a->doc);
+    fill_docs(a->doc, c);
+    if (!with_stats)
+        return 0;
+    ir_graph_t g;
+    ir_graph_init(&g);
+    int q = ir_leaf(&g, "q", IR_INPUT, IR_F64, 4, SH(c->b, c->s, c->hq, c->dh));
+    int k = ir_leaf(&g, "k", IR_INPUT, IR_F64, 4, SH(c->b, c->s, c->hkv, c->dh));
+    int v = ir_leaf(&g, "v", IR_INPUT, IR_F64, 4, SH(c->b, c->s, c->hkv, c->dh));
+    int doc = ir_leaf(&g, "doc", IR_INPUT, IR_I32, 2, SH(c->b, c->s));
+    int dy = ir_leaf(&g, "dy", IR_INPUT, IR_F64, 4, SH(c->b, c->s, c->hq, c->dh));
+    int o = ir_attn(&g, q, k, v, doc, a->scale);
+    int lse = ir_node_dt(&g, OP_ATTN_LSE, IR_F64, 3, (const int[]){q, k, doc}, NULL, FP(a->scale));
+    int delta = ir_node(&g, OP_ROWSUM, 1, (const int[]){ir_mul(&g, o, dy)}, NULL, NULL);
+    int st = ir_concat(&g, lse, delta, 3);
+    int rc = -1;
+    double **val = calloc((size_t)(g.n > 0 ? g.n : 1), sizeof *val);
+    ft_err_t e;
+    if (st >= 0) {
+        val[q] = a->q, val[k] = a->k, val[v] = a->v, val[doc] = a->doc, val[dy] = a->dy;
+        if (ir_eval_f64(&g, val, &e) == 0) {
+            int64_t n = ir_numel(&g.t[st]);
+            a->stats = malloc((size_t)n * sizeof *a->stats);
+            memcpy(a->stats, val[st], (size_t)n * sizeof *a->stats);
+            rc = 0;
+        }
+        ir_eval_free(&g, val);
+    }
+    free(val);
+    ir_graph_free(&g);
+    return rc;
+}
+
+static void attn_vals_free(attn_vals_t *a)
+{
+    free(a->q);
+    free(a->k);
+    free(a->v);
+    free(a->doc);
+    free(a->dy);
+    free(a->stats);
+}
+
+/* The five attention kernels on one problem: attn, attn_lse (into f32), and attn_bwd for dq,
+ * dk and dv from the statistics. */
+static void attention_config(env_t *env, const attn_cfg_t *c, ir_dtype_t dt)
+{
+    static const char *const wn[5] = {"attn", "attn_lse", "attn_bwd dq", "attn_bwd dk", "attn_bwd dv"};
+    char probe[160];
+    bool any = false;
+    for (int w = 0; w < 5 && !any; w++) {
+        snprintf(probe, sizeof probe, "%s S%lld Hq%lld Hkv%lld Dh%lld %s", wn[w], (long long)c->s, (long long)c->hq,
+                 (long long)c->hkv, (long long)c->dh, docs_name[c->docs]);
+        any = !env->filter || strstr(probe, env->filter);
+    }
+    if (!any)
+        return; /* the CPU statistics of a large case take a while: skip them when filtered out */
+    attn_vals_t av;
+    if (attn_vals(&av, c, dt, true) != 0) {
+        printf("%-40s FAIL  could not compute the row statistics\n", "attention statistics");
+        env->fail++;
+        return;
+    }
+    tcase_t cs;
+    for (int w = 0; w < 5; w++) {
+        begin(&cs, tol_of(dt), "%s S%lld Hq%lld Hkv%lld Dh%lld %s", wn[w], (long long)c->s, (long long)c->hq,
+              (long long)c->hkv, (long long)c->dh, docs_name[c->docs]);
+        int q = leaf_from(&cs, "q", dt, DIMS(c->b, c->s, c->hq, c->dh), av.q);
+        int k = leaf_from(&cs, "k", dt, DIMS(c->b, c->s, c->hkv, c->dh), av.k);
+        int v = leaf_from(&cs, "v", dt, DIMS(c->b, c->s, c->hkv, c->dh), av.v);
+        int doc = leaf_from(&cs, "doc", IR_I32, DIMS(c->b, c->s), av.doc);
+        if (w == 0) {
+            run_case(env, &cs, ir_attn(&cs.g, q, k, v, doc, av.scale));
+            continue;
+        }
+        if (w == 1) {
+            run_case(env, &cs, ir_node_dt(&cs.g, OP_ATTN_LSE, IR_F32, 3, (const int[]){q, k, doc}, NULL, FP(av.scale)));
+            continue;
+        }
+        int dy = leaf_from(&cs, "dy", dt, DIMS(c->b, c->s, c->hq, c->dh), av.dy);
+        int st = leaf_from(&cs, "stats", IR_F32, DIMS(c->b, c->s, c->hq, 2), av.stats);
+        run_case(env, &cs,
+                 ir_node_dt(&cs.g, OP_ATTN_BWD, dt, 6, (const int[]){q, k, v, doc, dy, st}, IP(w - 2), FP(av.scale)));
+    }
+    attn_vals_free(&av);
+}
+
+/* Small shapes (tile edges: S not a multiple of 32, Dh under 32 and not a multiple of 8,
+ * Dh 128; MHA and GQA; three document layouts) in f32 and bf16, then the size the
+ * statistics rewrite is for (S 1024, packed documents) in bf16 and, at Dh 128, f32. */
 static void cases_attention(env_t *env)
 {
+    const attn_cfg_t small[4] = {
+        {2, 128, 4, 2, 32, DOCS_SMALL},
+        {2, 256, 8, 2, 64, DOCS_SMALL},
+        {2, 64, 4, 4, 128, DOCS_SMALL},
+        {2, 77, 6, 2, 20, DOCS_STRIPED},
+    };
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < 4; k++)
+            attention_config(env, &small[k], float_types[d]);
+    const attn_cfg_t large[2] = {{1, 1024, 8, 2, 64, DOCS_PACKED}, {1, 1024, 8, 2, 128, DOCS_PACKED}};
+    attention_config(env, &large[0], IR_BF16);
+    attention_config(env, &large[1], IR_BF16);
+    attention_config(env, &large[1], IR_F32);
+    /* rowsum: delta's reduction, bf16 products into f32 sums too */
     tcase_t c;
-    const int64_t cfg[3][4] = {{128, 4, 2, 32}, {256, 8, 2, 64}, {64, 4, 4, 128}}; /* S, Hq, Hkv, Dh */
     for (int d = 0; d < 2; d++) {
         ir_dtype_t dt = float_types[d];
-        for (int k = 0; k < 3; k++) {
-            int64_t B = 2, S = cfg[k][0], Hq = cfg[k][1], Hkv = cfg[k][2], Dh = cfg[k][3];
-            double scale = 1.0 / sqrt((double)Dh);
-            for (int which = -1; which < 3; which++) {
-                static const char *const wn[4] = {"attn", "attn_bwd dq", "attn_bwd dk", "attn_bwd dv"};
-                begin(&c, tol_of(dt), "%s S%lld Hq%lld Hkv%lld Dh%lld docs", wn[which + 1], (long long)S,
-                      (long long)Hq, (long long)Hkv, (long long)Dh);
-                int q = leaf(&c, "q", dt, DIMS(B, S, Hq, Dh), -1.5, 1.5);
-                int kk = leaf(&c, "k", dt, DIMS(B, S, Hkv, Dh), -1.5, 1.5);
-                int v = leaf(&c, "v", dt, DIMS(B, S, Hkv, Dh), -1, 1);
-                int doc = leaf(&c, "doc", IR_I32, DIMS(B, S), 0, 1);
-                fill_docs(vals(&c, "doc"), B, S);
-                if (which < 0) {
-                    run_case(env, &c, ir_attn(&c.g, q, kk, v, doc, scale));
-                    continue;
-                }
-                int dy = leaf(&c, "dy", dt, DIMS(B, S, Hq, Dh), -1, 1);
-                run_case(env, &c,
-                         ir_node_dt(&c.g, OP_ATTN_BWD, dt, 5, (const int[]){q, kk, v, doc, dy}, IP(which), FP(scale)));
-            }
+        begin(&c, tol_of(dt), "rowsum 2x128x4x64 -> f32");
+        int x = leaf(&c, "x", dt, DIMS(2, 128, 4, 64), -1, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_ROWSUM, IR_F32, 1, &x, NULL, NULL));
+        begin(&c, tol_of(dt), "rowsum 5x7x33");
+        x = leaf(&c, "x", dt, DIMS(5, 7, 33), -1, 1);
+        run_case(env, &c, ir_node(&c.g, OP_ROWSUM, 1, &x, NULL, NULL));
+    }
+}
+
+/* ------------------------------------------------------------------ attention timings */
+
+/* The attention backward at the large sizes, kernel by kernel: the whole chain (attn, the
+ * statistics, the three gradients) compiled as one graph, launched here on a stream of our
+ * own with the executor's argument blocks (the gradients read the statistics the GPU just
+ * computed), each kernel timed by CUDA events around single launches (median of 10 after a
+ * warm-up). With --old-attn FILE, the previous
+ * attention.cuh's attn and attn_bwd (which recompute the statistics) are timed on the same
+ * buffers. Inputs are random, never zeros. */
+
+#define BENCH_REPS 10
+
+typedef CUresult (*bench_launch_t)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                                   CUstream, void **, void **);
+typedef CUresult (*bench_kfn_t)(CUfunction *, CUkernel);
+typedef CUresult (*bench_attr_t)(CUfunction, CUfunction_attribute, int);
+
+typedef struct {
+    bench_launch_t launch;
+    bench_kfn_t kernel_function;
+    bench_attr_t set_attribute;
+    cudaStream_t stream;
+    cudaEvent_t ev[2 * BENCH_REPS];
+    bool has_stream;
+    int nev;
+} bench_t;
+
+static int cuda_ok(cudaError_t rc, const char *what)
+{
+    if (rc == cudaSuccess)
+        return 0;
+    printf("bench: %s: %s (%s)\n", what, cudaGetErrorName(rc), cudaGetErrorString(rc));
+    return -1;
+}
+
+static int drv_ok(CUresult r, const char *what)
+{
+    if (r == CUDA_SUCCESS)
+        return 0;
+    printf("bench: %s: driver error %d\n", what, (int)r);
+    return -1;
+}
+
+static int bench_entry(const char *sym, void **fn)
+{
+    enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cuda_ok(cudaGetDriverEntryPointByVersion(sym, fn, 12000, cudaEnableDefault, &q), sym) != 0)
+        return -1;
+    if (q != cudaDriverEntryPointSuccess || !*fn) {
+        printf("bench: the driver has no %s\n", sym);
+        return -1;
+    }
+    return 0;
+}
+
+static int bench_open(bench_t *bx)
+{
+    memset(bx, 0, sizeof *bx);
+    if (bench_entry("cuLaunchKernel", (void **)&bx->launch) != 0 ||
+        bench_entry("cuKernelGetFunction", (void **)&bx->kernel_function) != 0 ||
+        bench_entry("cuFuncSetAttribute", (void **)&bx->set_attribute) != 0)
+        return -1;
+    if (cuda_ok(cudaStreamCreateWithFlags(&bx->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags") != 0)
+        return -1;
+    bx->has_stream = true;
+    for (; bx->nev < 2 * BENCH_REPS; bx->nev++)
+        if (cuda_ok(cudaEventCreate(&bx->ev[bx->nev]), "cudaEventCreate") != 0)
+            return -1;
+    return 0;
+}
+
+static void bench_close(bench_t *bx)
+{
+    for (int i = 0; i < bx->nev; i++)
+        cuda_ok(cudaEventDestroy(bx->ev[i]), "cudaEventDestroy");
+    if (bx->has_stream)
+        cuda_ok(cudaStreamDestroy(bx->stream), "cudaStreamDestroy");
+}
+
+/* A cubin's kernels by name, with the dynamic shared memory each needs opted in to. */
+typedef struct {
+    cudaLibrary_t lib;
+    bool loaded;
+    CUfunction *fn;
+    int n;
+} bench_mod_t;
+
+static int bench_load(bench_t *bx, bench_mod_t *bm, const unsigned char *image, char **names, int n,
+                      const unsigned *smem)
+{
+    memset(bm, 0, sizeof *bm);
+    if (cuda_ok(cudaLibraryLoadData(&bm->lib, image, NULL, NULL, 0, NULL, NULL, 0), "cudaLibraryLoadData") != 0)
+        return -1;
+    bm->loaded = true;
+    bm->fn = calloc((size_t)(n > 0 ? n : 1), sizeof *bm->fn);
+    bm->n = n;
+    for (int i = 0; i < n; i++) {
+        cudaKernel_t k;
+        if (cuda_ok(cudaLibraryGetKernel(&k, bm->lib, names[i]), names[i]) != 0 ||
+            drv_ok(bx->kernel_function(&bm->fn[i], (CUkernel)k), "cuKernelGetFunction") != 0)
+            return -1;
+        if (smem[i] > 48u * 1024u &&
+            drv_ok(bx->set_attribute(bm->fn[i], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem[i]),
+                   "cuFuncSetAttribute") != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void bench_unload(bench_mod_t *bm)
+{
+    if (bm->loaded)
+        cuda_ok(cudaLibraryUnload(bm->lib), "cudaLibraryUnload");
+    free(bm->fn);
+    memset(bm, 0, sizeof *bm);
+}
+
+/* The argument block of node id, as the executor builds it. */
+static void bench_args(const ir_graph_t *g, unsigned char *arena, int id, ftk_args_t *a)
+{
+    const ir_tensor_t *t = &g->t[id];
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i <= FTK_MAX_IN; i++)
+        for (int d = 0; d < FTK_MAX_DIMS; d++)
+            a->shape[i][d] = 1;
+    for (int s = 0; s <= t->nsrc; s++) {
+        const ir_tensor_t *x = s < t->nsrc ? &g->t[t->src[s]] : t;
+        int slot = s < t->nsrc ? s : FTK_OUT;
+        void *p = arena + x->offset;
+        if (s < t->nsrc)
+            a->in[s] = p;
+        else
+            a->out = p;
+        a->ndim[slot] = x->ndim;
+        a->dtype[slot] = (int)x->dtype;
+        for (int d = 0; d < x->ndim; d++)
+            a->shape[slot][d] = (long long)x->shape[d];
+    }
+    a->n = (long long)ir_numel(t);
+    for (int i = 0; i < FTK_MAX_PARAMS; i++) {
+        a->ip[i] = (long long)t->ip[i];
+        a->fp[i] = t->fp[i];
+    }
+}
+
+static int bench_launch(bench_t *bx, CUfunction fn, const unsigned grid[3], unsigned threads, unsigned smem,
+                        ftk_args_t *a)
+{
+    void *params[1] = {a};
+    return drv_ok(bx->launch(fn, grid[0], grid[1], grid[2], threads, 1, 1, smem, (CUstream)bx->stream, params, NULL),
+                  "cuLaunchKernel");
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median milliseconds of BENCH_REPS single launches after one warm-up. */
+static int bench_time(bench_t *bx, CUfunction fn, const unsigned grid[3], unsigned threads, unsigned smem,
+                      ftk_args_t *a, double *ms)
+{
+    if (bench_launch(bx, fn, grid, threads, smem, a) != 0)
+        return -1;
+    for (int r = 0; r < BENCH_REPS; r++)
+        if (cuda_ok(cudaEventRecord(bx->ev[2 * r], bx->stream), "cudaEventRecord") != 0 ||
+            bench_launch(bx, fn, grid, threads, smem, a) != 0 ||
+            cuda_ok(cudaEventRecord(bx->ev[2 * r + 1], bx->stream), "cudaEventRecord") != 0)
+            return -1;
+    if (cuda_ok(cudaStreamSynchronize(bx->stream), "a timed kernel") != 0 || cuda_ok(cudaGetLastError(), "launch") != 0)
+        return -1;
+    double t[BENCH_REPS];
+    for (int r = 0; r < BENCH_REPS; r++) {
+        float f = 0;
+        if (cuda_ok(cudaEventElapsedTime(&f, bx->ev[2 * r], bx->ev[2 * r + 1]), "cudaEventElapsedTime") != 0)
+            return -1;
+        t[r] = f;
+    }
+    qsort(t, BENCH_REPS, sizeof t[0], cmp_double);
+    *ms = (t[BENCH_REPS / 2 - 1] + t[BENCH_REPS / 2]) / 2;
+    return 0;
+}
+
+/* The previous attention.cuh's attn and attn_bwd for storage type ty, compiled from `path`
+ * with the preamble it expects. */
+static int old_module(const char *path, const char *arch, const char *ty, unsigned char **image, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        printf("bench: cannot open %s\n", path);
+        return -1;
+    }
+    char *old = malloc(1 << 20);
+    size_t n = fread(old, 1, (1 << 20) - 1, f);
+    fclose(f);
+    old[n] = 0;
+    size_t cap = n + (1 << 20);
+    char *src = malloc(cap);
+    size_t at = (size_t)snprintf(src, cap, "#define FTK_ATT_DPL 8\n#define FTK_ATT_TILE 32\n");
+    for (int i = 0; i < cg_nembedded; i++)
+        if (strcmp(cg_embedded[i].name, "kernel_abi.h") == 0 || strcmp(cg_embedded[i].name, "common.cuh") == 0)
+            at += (size_t)snprintf(src + at, cap - at, "%s\n", cg_embedded[i].text);
+    at += (size_t)snprintf(src + at, cap - at,
+                           "%s\nextern \"C\" __global__ void __launch_bounds__(128) old_attn(const __grid_constant__ "
+                           "ftk_args_t a) { ftk::attn<%s, %s, %s, int, %s>(a); }\n"
+                           "extern \"C\" __global__ void __launch_bounds__(128) old_attn_bwd(const __grid_constant__ "
+                           "ftk_args_t a) { ftk::attn_bwd<%s, %s, %s, int, %s, %s>(a); }\n",
+                           old, ty, ty, ty, ty, ty, ty, ty, ty, ty);
+    free(old);
+    ft_err_t e;
+    int rc = cg_nvrtc_compile(src, arch, image, len, &e);
+    if (rc != 0)
+        printf("bench: compiling %s: %.300s\n", path, e.msg);
+    free(src);
+    return rc;
+}
+
+static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_t dt)
+{
+    static const char *const cxx[IR_DTYPE_COUNT] = {[IR_F32] = "float", [IR_BF16] = "__nv_bfloat16"};
+    attn_vals_t av;
+    if (attn_vals(&av, c, dt, false) != 0)
+        return;
+    ir_graph_t g;
+    ir_graph_init(&g);
+    const int64_t *qs = SH(c->b, c->s, c->hq, c->dh), *kvs = SH(c->b, c->s, c->hkv, c->dh);
+    int q = ir_leaf(&g, "q", IR_INPUT, dt, 4, qs), k = ir_leaf(&g, "k", IR_INPUT, dt, 4, kvs);
+    int v = ir_leaf(&g, "v", IR_INPUT, dt, 4, kvs), doc = ir_leaf(&g, "doc", IR_INPUT, IR_I32, 2, qs);
+    int dy = ir_leaf(&g, "dy", IR_INPUT, dt, 4, qs);
+    int o = ir_attn(&g, q, k, v, doc, av.scale);
+    int lse = ir_node_dt(&g, OP_ATTN_LSE, IR_F32, 3, (const int[]){q, k, doc}, NULL, FP(av.scale));
+    int prod = ir_node_dt(&g, OP_MUL, IR_F32, 2, (const int[]){o, dy}, NULL, NULL);
+    int delta = ir_node_dt(&g, OP_ROWSUM, IR_F32, 1, &prod, NULL, NULL);
+    int st = ir_concat(&g, lse, delta, 3);
+    int grads[3];
+    for (int w = 0; w < 3; w++) {
+        grads[w] = ir_node_dt(&g, OP_ATTN_BWD, dt, 6, (const int[]){q, k, v, doc, dy, st}, IP(w), FP(av.scale));
+        if (grads[w] >= 0)
+            g.t[grads[w]].flags |= IR_FLAG_OUTPUT;
+    }
+    if (o >= 0)
+        g.t[o].flags |= IR_FLAG_OUTPUT;
+    pass_ctx_t ctx = {0};
+    ft_err_t e;
+    cg_module_t m;
+    memset(&m, 0, sizeof m);
+    bench_mod_t bm = {0}, bo = {0};
+    unsigned char *arena = NULL, *oldimg = NULL;
+    size_t oldlen = 0;
+    unsigned *smem = NULL;
+    if (g.err[0] || pass_schedule(&g, &ctx, &e) != 0 || pass_memplan(&g, &ctx, &e) != 0 ||
+        cg_build(&g, env->arch, env->cache, &m, &e) != 0) {
+        printf("bench: building: %s%s\n", g.err, e.msg);
+        goto done;
+    }
+    smem = calloc((size_t)(m.nnames > 0 ? m.nnames : 1), sizeof *smem);
+    for (int i = 0; i < m.nlaunch; i++)
+        if (m.launch[i].kind == CG_KERNEL && m.launch[i].smem > smem[m.launch[i].kernel])
+            smem[m.launch[i].kernel] = m.launch[i].smem;
+    if (bench_load(bx, &bm, m.image, m.names, m.nnames, smem) != 0 ||
+        cuda_ok(cudaMalloc((void **)&arena, (size_t)g.arena_bytes), "cudaMalloc") != 0)
+        goto done;
+    {
+        const struct {
+            const char *name;
+            const double *v;
+        } in[5] = {{"q", av.q}, {"k", av.k}, {"v", av.v}, {"doc", av.doc}, {"dy", av.dy}};
+        for (int i = 0; i < 5; i++) {
+            const ir_tensor_t *t = &g.t[ir_find(&g, in[i].name)];
+            void *host = malloc((size_t)ir_nbytes(t));
+            rt_store_f64(t->dtype, in[i].v, ir_numel(t), host);
+            int rc = cuda_ok(cudaMemcpy(arena + t->offset, host, (size_t)ir_nbytes(t), cudaMemcpyHostToDevice),
+                             "cudaMemcpy");
+            free(host);
+            if (rc != 0)
+                goto done;
         }
     }
+    /* every kernel once, in schedule order (the statistics the gradients read), then each timed */
+    printf("time  %s B%lld S%lld Hq%lld Hkv%lld Dh%lld %s, %s\n", ir_dtype_name(dt), (long long)c->b,
+           (long long)c->s, (long long)c->hq, (long long)c->hkv, (long long)c->dh, docs_name[c->docs], env->arch);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && cuda_ok(cudaStreamSynchronize(bx->stream), "the first run") != 0)
+            goto done;
+        for (int i = 0; i < m.nlaunch; i++) {
+            const cg_launch_t *l = &m.launch[i];
+            if (l->kind != CG_KERNEL)
+                continue;
+            ftk_args_t a;
+            bench_args(&g, arena, l->node, &a);
+            if (pass == 0) {
+                if (bench_launch(bx, bm.fn[l->kernel], l->grid, l->block[0], l->smem, &a) != 0)
+                    goto done;
+                continue;
+            }
+            double ms, flops, bytes;
+            if (bench_time(bx, bm.fn[l->kernel], l->grid, l->block[0], l->smem, &a, &ms) != 0)
+                goto done;
+            const ir_tensor_t *t = &g.t[l->node];
+            ir_ops[t->op]->cost(&g, t, &flops, &bytes);
+            const char *what = t->op == OP_ATTN_BWD ? (t->ip[0] == 0 ? "attn_bwd dq" : t->ip[0] == 1 ? "attn_bwd dk"
+                                                                                                      : "attn_bwd dv")
+                                                    : ir_ops[t->op]->name;
+            printf("time    %-12s new %9.4f ms  %7.2f TFLOP/s  %7.1f GB/s\n", what, ms, flops / ms * 1e-9,
+                   bytes / ms * 1e-6);
+        }
+    }
+    if (!env->old_attn || !cxx[dt])
+        goto done;
+    if (old_module(env->old_attn, env->arch, cxx[dt], &oldimg, &oldlen) != 0)
+        goto done;
+    {
+        char *onames[2] = {"old_attn", "old_attn_bwd"};
+        int64_t ns = c->s, dh = c->dh;
+        unsigned osmem[2] = {(unsigned)(4 * (dh + 2) * 4), (unsigned)((32 * dh + 32 + 12) * 4)};
+        if (bench_load(bx, &bo, oldimg, onames, 2, osmem) != 0)
+            goto done;
+        const int nodes[4] = {o, grads[0], grads[1], grads[2]};
+        static const char *const wn[4] = {"attn", "attn_bwd dq", "attn_bwd dk", "attn_bwd dv"};
+        for (int w = 0; w < 4; w++) {
+            ftk_args_t a;
+            bench_args(&g, arena, nodes[w], &a);
+            bool kv = w >= 2;
+            unsigned grid[3] = {(unsigned)(kv ? (ns + 31) / 32 : ns), (unsigned)(kv ? c->hkv : c->hq), (unsigned)c->b};
+            unsigned sm = w == 0 ? osmem[0] : kv ? osmem[1] : (unsigned)((4 * dh + 12) * 4);
+            double ms;
+            if (bench_time(bx, bo.fn[w == 0 ? 0 : 1], grid, 128, sm, &a, &ms) != 0)
+                goto done;
+            printf("time    %-12s old %9.4f ms\n", wn[w], ms);
+        }
+    }
+done:
+    if (arena)
+        cuda_ok(cudaFree(arena), "cudaFree");
+    bench_unload(&bm);
+    bench_unload(&bo);
+    free(oldimg);
+    free(smem);
+    cg_module_free(&m);
+    ir_graph_free(&g);
+    attn_vals_free(&av);
+}
+
+static void bench_attention(env_t *env)
+{
+    if (!env->gpu || (env->filter && !strstr("time", env->filter)))
+        return;
+    bench_t bx;
+    if (bench_open(&bx) == 0) {
+        const attn_cfg_t large[3] = {
+            {1, 1024, 8, 2, 64, DOCS_PACKED},
+            {1, 1024, 8, 2, 128, DOCS_PACKED},
+            {1, 4096, 32, 8, 128, DOCS_PACKED},
+        };
+        bench_config(env, &bx, &large[0], IR_BF16);
+        bench_config(env, &bx, &large[1], IR_BF16);
+        bench_config(env, &bx, &large[1], IR_F32);
+        bench_config(env, &bx, &large[2], IR_BF16);
+        bench_config(env, &bx, &large[2], IR_F32);
+    }
+    bench_close(&bx);
 }
 
 static void cases_loss(env_t *env)
@@ -673,7 +1198,7 @@ static void case_nonfinite(env_t *env)
     if (!why[0] && !ok)
         snprintf(why, sizeof why, "cpu named '%s', gpu '%s'", named[0] >= 0 ? c.g.t[named[0]].name : "-",
                  named[1] >= 0 ? c.g.t[named[1]].name : "-");
-    printf("%-40s %-9s %-18s %-8s %10s %10s %8s  %s%s%s\n", label, "f32", "[64,64]", "kernel", "-", "-", "-",
+    printf("%-46s %-9s %-18s %-8s %10s %10s %8s  %s%s%s\n", label, "f32", "[64,64]", "kernel", "-", "-", "-",
            !env->gpu && ok ? "compiled" : ok ? "ok" : "FAIL", why[0] ? "  " : "", why);
     if (env->gpu || !ok)
         ok ? env->pass++ : env->fail++;
@@ -693,10 +1218,12 @@ int main(int argc, char **argv)
             env.arch = argv[++i];
         else if (strcmp(argv[i], "--cache") == 0 && i + 1 < argc)
             env.cache = argv[++i];
+        else if (strcmp(argv[i], "--old-attn") == 0 && i + 1 < argc)
+            env.old_attn = argv[++i];
         else if (argv[i][0] != '-' && !env.filter)
             env.filter = argv[i];
         else {
-            fprintf(stderr, "usage: test_kernels [--arch sm_XY] [--cache DIR] [FILTER]\n");
+            fprintf(stderr, "usage: test_kernels [--arch sm_XY] [--cache DIR] [--old-attn FILE] [FILTER]\n");
             return 2;
         }
     }
@@ -718,7 +1245,7 @@ int main(int argc, char **argv)
             env.arch = "sm_90";
         printf("no usable GPU (%s): compiling every case for %s and running the CPU side only\n", why, env.arch);
     }
-    printf("%-40s %-9s %-18s %-8s %10s %10s %8s  %s\n", "case", "dtype", "out shape", "runs on", "max abs", "rel err",
+    printf("%-46s %-9s %-18s %-8s %10s %10s %8s  %s\n", "case", "dtype", "out shape", "runs on", "max abs", "rel err",
            "tol", "result");
     cases_matmul(&env);
     cases_elementwise(&env);
@@ -728,6 +1255,7 @@ int main(int argc, char **argv)
     cases_loss(&env);
     cases_reduce_opt(&env);
     case_nonfinite(&env);
+    bench_attention(&env);
     if (!env.gpu) {
         printf("no GPU: %d cases compiled, %d failed before reaching the GPU\n", env.compiled, env.fail);
         printf("%d passed, %d failed\n", 0, env.fail);
