@@ -10,10 +10,9 @@
 #include <string.h>
 
 #include "ir.h"
+#include "ops_util.h"
 
 /* ------------------------------------------------------------------ shared helpers */
-
-static const ir_tensor_t *src_of(const ir_graph_t *g, const ir_tensor_t *n, int i) { return &g->t[n->src[i]]; }
 
 static int want_float(const char *op, const char *what, const ir_tensor_t *t, ft_err_t *e)
 {
@@ -61,21 +60,6 @@ static int want_tokens(const char *op, const char *what, const ir_tensor_t *t, c
                    (long long)t->shape[0], (long long)t->shape[1], (long long)x->shape[0], (long long)x->shape[1]);
 }
 
-static void set_shape(ir_tensor_t *node, const ir_tensor_t *like)
-{
-    node->ndim = like->ndim;
-    memcpy(node->shape, like->shape, sizeof node->shape);
-}
-
-/* Bytes moved when every input is read once and the output written once. */
-static double io_bytes(const ir_graph_t *g, const ir_tensor_t *node)
-{
-    double b = (double)ir_nbytes(node);
-    for (int i = 0; i < node->nsrc; i++)
-        b += (double)ir_nbytes(src_of(g, node, i));
-    return b;
-}
-
 static double dot(const double *a, const double *b, int64_t n)
 {
     double s = 0;
@@ -110,29 +94,29 @@ static int rms_eps_check(const char *op, const ir_tensor_t *node, ft_err_t *e)
 
 static int rmsnorm_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *x = src_of(g, node, 0);
-    if (rms_check("rmsnorm", x, src_of(g, node, 1), e) || rms_eps_check("rmsnorm", node, e))
+    const ir_tensor_t *x = op_src(g, node, 0);
+    if (rms_check("rmsnorm", x, op_src(g, node, 1), e) || rms_eps_check("rmsnorm", node, e))
         return -1;
-    set_shape(node, x);
+    op_copy_shape(node, x);
     return 0;
 }
 
 static int rmsnorm_bwd_x_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     const char *op = "rmsnorm_bwd_x";
-    const ir_tensor_t *x = src_of(g, node, 0), *dy = src_of(g, node, 2);
-    if (rms_check(op, x, src_of(g, node, 1), e) || rms_eps_check(op, node, e))
+    const ir_tensor_t *x = op_src(g, node, 0), *dy = op_src(g, node, 2);
+    if (rms_check(op, x, op_src(g, node, 1), e) || rms_eps_check(op, node, e))
         return -1;
     if (want_float(op, "dy", dy, e) || want_same_shape(op, "x", x, "dy", dy, e))
         return -1;
-    set_shape(node, x);
+    op_copy_shape(node, x);
     return 0;
 }
 
 static int rmsnorm_bwd_w_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     const char *op = "rmsnorm_bwd_w";
-    const ir_tensor_t *x = src_of(g, node, 0), *dy = src_of(g, node, 1);
+    const ir_tensor_t *x = op_src(g, node, 0), *dy = op_src(g, node, 1);
     if (want_float(op, "x", x, e) || want_float(op, "dy", dy, e) || rms_eps_check(op, node, e))
         return -1;
     if (x->ndim < 1)
@@ -209,19 +193,19 @@ static void rmsnorm_bwd_w_cpu(const ir_cpu_args_t *a)
 static void rmsnorm_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
     *flops = 4.0 * (double)ir_numel(node); /* square-add, scale, weight */
-    *bytes = io_bytes(g, node);
+    *bytes = op_io_bytes(g, node);
 }
 
 static void rmsnorm_bwd_x_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
     *flops = 8.0 * (double)ir_numel(node);
-    *bytes = io_bytes(g, node);
+    *bytes = op_io_bytes(g, node);
 }
 
 static void rmsnorm_bwd_w_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
-    *flops = 5.0 * (double)ir_numel(src_of(g, node, 0));
-    *bytes = io_bytes(g, node);
+    *flops = 5.0 * (double)ir_numel(op_src(g, node, 0));
+    *bytes = op_io_bytes(g, node);
 }
 
 const ir_op_desc_t ir_op_rmsnorm = {
@@ -299,14 +283,14 @@ static int rope_params_check(const ir_tensor_t *node, ft_err_t *e)
 
 static int rope_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *x = src_of(g, node, 0), *pos = src_of(g, node, 1);
+    const ir_tensor_t *x = op_src(g, node, 0), *pos = op_src(g, node, 1);
     if (want_float("rope", "x", x, e) || want_ndim("rope", "x [B,S,H,Dh]", x, 4, e))
         return -1;
     if (x->shape[3] % 2 != 0)
         return ft_fail(e, "rope: head dim %lld is odd (rotation pairs need it even)", (long long)x->shape[3]);
     if (want_tokens("rope", "pos", pos, x, e) || rope_params_check(node, e))
         return -1;
-    set_shape(node, x);
+    op_copy_shape(node, x);
     return 0;
 }
 
@@ -346,7 +330,7 @@ static void rope_cpu(const ir_cpu_args_t *a)
 static void rope_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
     *flops = 3.0 * (double)ir_numel(node); /* two multiplies and an add per element */
-    *bytes = io_bytes(g, node);
+    *bytes = op_io_bytes(g, node);
 }
 
 const ir_op_desc_t ir_op_rope = {
@@ -360,7 +344,7 @@ const ir_op_desc_t ir_op_rope = {
  * (input doc_src), and a finite scale: what attn, attn_bwd and attn_lse share. */
 static int attn_qk_check(const char *op, const ir_graph_t *g, const ir_tensor_t *node, int doc_src, ft_err_t *e)
 {
-    const ir_tensor_t *q = src_of(g, node, 0), *k = src_of(g, node, 1);
+    const ir_tensor_t *q = op_src(g, node, 0), *k = op_src(g, node, 1);
     if (want_float(op, "q", q, e) || want_float(op, "k", k, e))
         return -1;
     if (want_ndim(op, "q [B,S,Hq,Dh]", q, 4, e) || want_ndim(op, "k [B,S,Hkv,Dh]", k, 4, e))
@@ -376,13 +360,13 @@ static int attn_qk_check(const char *op, const ir_graph_t *g, const ir_tensor_t 
                        (long long)q->shape[2], (long long)k->shape[2]);
     if (!isfinite(node->fp[0]))
         return ft_fail(e, "%s: softmax scale %g is not finite", op, node->fp[0]);
-    return want_tokens(op, "doc", src_of(g, node, doc_src), q, e);
+    return want_tokens(op, "doc", op_src(g, node, doc_src), q, e);
 }
 
 /* attn_qk_check plus v [B,S,Hkv,Dh] in q's dtype, with doc as input 3. */
 static int attn_check(const char *op, const ir_graph_t *g, const ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *q = src_of(g, node, 0), *k = src_of(g, node, 1), *v = src_of(g, node, 2);
+    const ir_tensor_t *q = op_src(g, node, 0), *k = op_src(g, node, 1), *v = op_src(g, node, 2);
     if (want_float(op, "q", q, e) || want_float(op, "k", k, e) || want_float(op, "v", v, e))
         return -1;
     if (k->dtype != q->dtype || v->dtype != q->dtype)
@@ -412,7 +396,7 @@ static int attn_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     if (attn_check("attn", g, node, e))
         return -1;
-    set_shape(node, src_of(g, node, 0));
+    op_copy_shape(node, op_src(g, node, 0));
     return 0;
 }
 
@@ -421,28 +405,28 @@ static int attn_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
     const char *op = "attn_bwd";
     if (attn_check(op, g, node, e))
         return -1;
-    const ir_tensor_t *q = src_of(g, node, 0), *dy = src_of(g, node, 4);
+    const ir_tensor_t *q = op_src(g, node, 0), *dy = op_src(g, node, 4);
     if (want_float(op, "dy", dy, e) || want_same_shape(op, "q", q, "dy", dy, e))
         return -1;
-    if (want_rows(op, "stats (lse, delta)", src_of(g, node, 5), q, 2, e))
+    if (want_rows(op, "stats (lse, delta)", op_src(g, node, 5), q, 2, e))
         return -1;
     if (node->ip[0] < 0 || node->ip[0] > 2)
         return ft_fail(e, "%s: ip[0] = %lld selects no input (0 dq, 1 dk, 2 dv)", op, (long long)node->ip[0]);
-    set_shape(node, src_of(g, node, (int)node->ip[0]));
+    op_copy_shape(node, op_src(g, node, (int)node->ip[0]));
     return 0;
 }
 
 static int attn_lse_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     const char *op = "attn_lse";
-    const ir_tensor_t *q = src_of(g, node, 0), *k = src_of(g, node, 1);
+    const ir_tensor_t *q = op_src(g, node, 0), *k = op_src(g, node, 1);
     if (attn_qk_check(op, g, node, 2, e))
         return -1;
     if (k->dtype != q->dtype)
         return ft_fail(e, "%s: q and k must share a dtype (%s, %s)", op, ir_dtype_name(q->dtype), ir_dtype_name(k->dtype));
     if (node->dtype == IR_I32)
         return ft_fail(e, "%s: the result must be floating point", op);
-    set_shape(node, q);
+    op_copy_shape(node, q);
     node->shape[3] = 1;
     return 0;
 }
@@ -634,7 +618,7 @@ static void attn_bwd_cpu(const ir_cpu_args_t *a)
 /* Score-matrix multiplies of 2·S·S·Dh flops each per query head, halved by the causal mask. */
 static double attn_matmul_flops(const ir_graph_t *g, const ir_tensor_t *node, double nmatmul)
 {
-    const ir_tensor_t *q = src_of(g, node, 0);
+    const ir_tensor_t *q = op_src(g, node, 0);
     double s = (double)q->shape[1];
     return nmatmul * 2.0 * (double)q->shape[0] * (double)q->shape[2] * s * s * (double)q->shape[3] / 2.0;
 }
@@ -642,13 +626,13 @@ static double attn_matmul_flops(const ir_graph_t *g, const ir_tensor_t *node, do
 static void attn_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
     *flops = attn_matmul_flops(g, node, 2); /* Q·Kᵀ and P·V */
-    *bytes = io_bytes(g, node);
+    *bytes = op_io_bytes(g, node);
 }
 
 static void attn_lse_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
     *flops = attn_matmul_flops(g, node, 1); /* Q·Kᵀ */
-    *bytes = io_bytes(g, node);
+    *bytes = op_io_bytes(g, node);
 }
 
 /* The statistics come in, so each node recomputes only P = exp(Q·Kᵀ - lse): dv adds Pᵀ·dY;
@@ -656,7 +640,7 @@ static void attn_lse_cost(const ir_graph_t *g, const ir_tensor_t *node, double *
 static void attn_bwd_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
     *flops = attn_matmul_flops(g, node, node->ip[0] == 2 ? 2 : 3);
-    *bytes = io_bytes(g, node);
+    *bytes = op_io_bytes(g, node);
 }
 
 const ir_op_desc_t ir_op_attn = {
@@ -679,12 +663,12 @@ const ir_op_desc_t ir_op_attn_lse = {
 
 static int rowsum_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *x = src_of(g, node, 0);
+    const ir_tensor_t *x = op_src(g, node, 0);
     if (want_float("rowsum", "the input", x, e) || want_float("rowsum", "the result", node, e))
         return -1;
     if (x->ndim < 1)
         return ft_fail(e, "rowsum: the input is a scalar; it needs an axis to sum over");
-    set_shape(node, x);
+    op_copy_shape(node, x);
     node->shape[node->ndim - 1] = 1;
     return 0;
 }
@@ -706,8 +690,8 @@ static void rowsum_vjp(ir_graph_t *g, int node, int dy, const bool need[IR_MAX_S
 
 static void rowsum_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
-    *flops = (double)ir_numel(src_of(g, node, 0));
-    *bytes = io_bytes(g, node);
+    *flops = (double)ir_numel(op_src(g, node, 0));
+    *bytes = op_io_bytes(g, node);
 }
 
 /* In double, in index order, as the other references. */
@@ -732,7 +716,7 @@ const ir_op_desc_t ir_op_rowsum = {
 /* logits[N,V] floating point, targets[N] i32. */
 static int xent_check(const char *op, const ir_graph_t *g, const ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *lg = src_of(g, node, 0), *tg = src_of(g, node, 1);
+    const ir_tensor_t *lg = op_src(g, node, 0), *tg = op_src(g, node, 1);
     if (want_float(op, "logits", lg, e) || want_ndim(op, "logits [N,V]", lg, 2, e))
         return -1;
     if (want_i32(op, "targets", tg, e) || want_ndim(op, "targets [N]", tg, 1, e))
@@ -759,12 +743,12 @@ static int xent_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
     const char *op = "xent_bwd";
     if (xent_check(op, g, node, e))
         return -1;
-    const ir_tensor_t *dy = src_of(g, node, 2);
+    const ir_tensor_t *dy = op_src(g, node, 2);
     if (want_float(op, "dy", dy, e))
         return -1;
     if (ir_numel(dy) != 1)
         return ft_fail(e, "%s: dy must be a scalar, has %lld values", op, (long long)ir_numel(dy));
-    set_shape(node, src_of(g, node, 0));
+    op_copy_shape(node, op_src(g, node, 0));
     return 0;
 }
 
@@ -844,14 +828,14 @@ static void xent_bwd_cpu(const ir_cpu_args_t *a)
 
 static void xent_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
-    *flops = 4.0 * (double)ir_numel(src_of(g, node, 0)); /* max, subtract, exp, add */
-    *bytes = io_bytes(g, node);
+    *flops = 4.0 * (double)ir_numel(op_src(g, node, 0)); /* max, subtract, exp, add */
+    *bytes = op_io_bytes(g, node);
 }
 
 static void xent_bwd_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
     *flops = 7.0 * (double)ir_numel(node); /* log-sum-exp again, then exp, subtract, scale */
-    *bytes = io_bytes(g, node);
+    *bytes = op_io_bytes(g, node);
 }
 
 const ir_op_desc_t ir_op_xent = {

@@ -13,18 +13,12 @@
 #include <string.h>
 
 #include "ir.h"
+#include "ops_util.h"
 
 /* ---- helpers ---- */
 
 static const char *opname(const ir_tensor_t *n) { return ir_ops[n->op]->name; }
-static const ir_tensor_t *srct(const ir_graph_t *g, const ir_tensor_t *n, int i) { return &g->t[n->src[i]]; }
 static bool is_float(ir_dtype_t dt) { return dt != IR_I32; }
-
-static void copy_shape(ir_tensor_t *node, const ir_tensor_t *like)
-{
-    node->ndim = like->ndim;
-    memcpy(node->shape, like->shape, sizeof node->shape);
-}
 
 static void scalar_shape(ir_tensor_t *node)
 {
@@ -111,19 +105,11 @@ static void split_axis(const ir_tensor_t *t, int axis, int64_t *outer, int64_t *
         *inner *= t->shape[i];
 }
 
-static double bytes_io(const ir_graph_t *g, const ir_tensor_t *n)
-{
-    double b = (double)ir_nbytes(n);
-    for (int i = 0; i < n->nsrc; i++)
-        b += (double)ir_nbytes(srct(g, n, i));
-    return b;
-}
-
 /* Elementwise costs: `per` flops an element, every input read once, the output written. */
 static void cost_ew(const ir_graph_t *g, const ir_tensor_t *n, double per, double *flops, double *bytes)
 {
     *flops = per * (double)ir_numel(n);
-    *bytes = bytes_io(g, n);
+    *bytes = op_io_bytes(g, n);
 }
 
 static void cost_none(const ir_graph_t *g, const ir_tensor_t *n, double *flops, double *bytes)
@@ -144,8 +130,8 @@ static void cost_1(const ir_graph_t *g, const ir_tensor_t *n, double *flops, dou
 /* A reduction to a scalar: `per` flops per input element. */
 static void cost_reduce(const ir_graph_t *g, const ir_tensor_t *n, double per, double *flops, double *bytes)
 {
-    *flops = per * (double)ir_numel(srct(g, n, 0));
-    *bytes = bytes_io(g, n);
+    *flops = per * (double)ir_numel(op_src(g, n, 0));
+    *bytes = op_io_bytes(g, n);
 }
 
 static int64_t cpu_numel(const ir_cpu_args_t *a) { return ir_numel(a->node); }
@@ -174,7 +160,7 @@ const ir_op_desc_t ir_op_leaf = {
 static int fill_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     if (node->nsrc == 1) {
-        const ir_tensor_t *x = srct(g, node, 0);
+        const ir_tensor_t *x = op_src(g, node, 0);
         if (want_float(node, x, "x", e) || want_scalar(node, x, "x", e))
             return -1;
     }
@@ -213,7 +199,7 @@ const ir_op_desc_t ir_op_fill = {
 
 static int embed_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *tab = srct(g, node, 0), *ids = srct(g, node, 1);
+    const ir_tensor_t *tab = op_src(g, node, 0), *ids = op_src(g, node, 1);
     if (tab->ndim != 2)
         return ft_fail(e, "embed: table must be 2-D [V,D], has %d dimensions", tab->ndim);
     if (want_float(node, tab, "table", e) || want_float(node, node, "the output", e))
@@ -222,7 +208,7 @@ static int embed_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
         return ft_fail(e, "embed: ids must be i32, got %s", ir_dtype_name(ids->dtype));
     if (ids->ndim + 1 > IR_MAX_DIMS)
         return ft_fail(e, "embed: ids have %d dimensions (at most %d)", ids->ndim, IR_MAX_DIMS - 1);
-    copy_shape(node, ids);
+    op_copy_shape(node, ids);
     node->shape[node->ndim++] = tab->shape[1];
     return 0;
 }
@@ -241,7 +227,7 @@ static void embed_vjp(ir_graph_t *g, int node, int dy, const bool need[IR_MAX_SR
 static void embed_cost(const ir_graph_t *g, const ir_tensor_t *n, double *flops, double *bytes)
 {
     *flops = 0;
-    *bytes = (double)ir_nbytes(srct(g, n, 1)) + 2.0 * (double)ir_nbytes(n);
+    *bytes = (double)ir_nbytes(op_src(g, n, 1)) + 2.0 * (double)ir_nbytes(n);
 }
 
 /* An id outside [0, V) gives a NaN row rather than a clamped one: the run's NaN guard then
@@ -269,7 +255,7 @@ const ir_op_desc_t ir_op_embed = {
 
 static int embed_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *ids = srct(g, node, 0), *dy = srct(g, node, 1);
+    const ir_tensor_t *ids = op_src(g, node, 0), *dy = op_src(g, node, 1);
     if (ids->dtype != IR_I32)
         return ft_fail(e, "embed_bwd: ids must be i32, got %s", ir_dtype_name(ids->dtype));
     if (want_float(node, dy, "dy", e) || want_float(node, node, "the output", e))
@@ -294,8 +280,8 @@ static int embed_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 
 static void embed_bwd_cost(const ir_graph_t *g, const ir_tensor_t *n, double *flops, double *bytes)
 {
-    *flops = (double)ir_numel(srct(g, n, 1));
-    *bytes = bytes_io(g, n);
+    *flops = (double)ir_numel(op_src(g, n, 1));
+    *bytes = op_io_bytes(g, n);
 }
 
 /* Out-of-range ids have nowhere to go; the forward pass already poisoned their rows. */
@@ -340,7 +326,7 @@ static void mm_dims(const ir_tensor_t *a, const ir_tensor_t *b, bool ta, bool tb
 
 static int matmul_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *a = srct(g, node, 0), *b = srct(g, node, 1);
+    const ir_tensor_t *a = op_src(g, node, 0), *b = op_src(g, node, 1);
     if ((node->ip[0] != 0 && node->ip[0] != 1) || (node->ip[1] != 0 && node->ip[1] != 1))
         return ft_fail(e, "matmul: transpose flags must be 0 or 1, got %lld, %lld", (long long)node->ip[0],
                        (long long)node->ip[1]);
@@ -389,9 +375,9 @@ static void matmul_cost(const ir_graph_t *g, const ir_tensor_t *n, double *flops
 {
     mm_dims_t d;
     int64_t kb;
-    mm_dims(srct(g, n, 0), srct(g, n, 1), n->ip[0], n->ip[1], &d, &kb);
+    mm_dims(op_src(g, n, 0), op_src(g, n, 1), n->ip[0], n->ip[1], &d, &kb);
     *flops = 2.0 * (double)d.batch * (double)d.m * (double)d.n * (double)d.k;
-    *bytes = bytes_io(g, n);
+    *bytes = op_io_bytes(g, n);
 }
 
 static void matmul_cpu(const ir_cpu_args_t *a)
@@ -425,11 +411,11 @@ const ir_op_desc_t ir_op_matmul = {
 
 static int binary_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *a = srct(g, node, 0), *b = srct(g, node, 1);
+    const ir_tensor_t *a = op_src(g, node, 0), *b = op_src(g, node, 1);
     if (want_float(node, a, "a", e) || want_same_dtype(node, a, b, "a", "b", e) ||
         want_same_shape(node, a, b, "a", "b", e) || want_float(node, node, "the output", e))
         return -1;
-    copy_shape(node, a);
+    op_copy_shape(node, a);
     return 0;
 }
 
@@ -476,10 +462,10 @@ const ir_op_desc_t ir_op_mul = {
 /* Shape of a float op with one input whose output is that input's shape. */
 static int unary_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *x = srct(g, node, 0);
+    const ir_tensor_t *x = op_src(g, node, 0);
     if (want_float(node, x, "the input", e) || want_float(node, node, "the output", e))
         return -1;
-    copy_shape(node, x);
+    op_copy_shape(node, x);
     return 0;
 }
 
@@ -508,7 +494,7 @@ static int cast_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     if ((unsigned)node->dtype >= IR_DTYPE_COUNT)
         return ft_fail(e, "cast: bad target dtype %d", (int)node->dtype);
-    copy_shape(node, srct(g, node, 0));
+    op_copy_shape(node, op_src(g, node, 0));
     return 0;
 }
 
@@ -563,7 +549,7 @@ const ir_op_desc_t ir_op_cast = {
 
 static int reshape_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *x = srct(g, node, 0);
+    const ir_tensor_t *x = op_src(g, node, 0);
     /* the output is the input's storage, so it must be read with the same element type */
     if (want_same_dtype(node, node, x, "the output", "the input", e) || shape_from_params(node, e))
         return -1;
@@ -599,7 +585,7 @@ const ir_op_desc_t ir_op_reshape = {
 
 static int permute_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *x = srct(g, node, 0);
+    const ir_tensor_t *x = op_src(g, node, 0);
     bool seen[IR_MAX_DIMS] = {0};
     for (int i = 0; i < x->ndim; i++) {
         int64_t p = node->ip[i];
@@ -658,14 +644,14 @@ const ir_op_desc_t ir_op_permute = {
 
 static int slice_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *x = srct(g, node, 0);
+    const ir_tensor_t *x = op_src(g, node, 0);
     int64_t axis = node->ip[0], start = node->ip[1], len = node->ip[2];
     if (axis < 0 || axis >= x->ndim)
         return ft_fail(e, "slice: axis %lld out of range for %d dimensions", (long long)axis, x->ndim);
     if (start < 0 || len <= 0 || start > x->shape[axis] - len)
         return ft_fail(e, "slice: start %lld length %lld is not inside axis %lld of extent %lld", (long long)start,
                        (long long)len, (long long)axis, (long long)x->shape[axis]);
-    copy_shape(node, x);
+    op_copy_shape(node, x);
     node->shape[axis] = len;
     return 0;
 }
@@ -704,7 +690,7 @@ const ir_op_desc_t ir_op_slice = {
 
 static int slice_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *dy = srct(g, node, 0);
+    const ir_tensor_t *dy = op_src(g, node, 0);
     int64_t axis = node->ip[0], start = node->ip[1], len = node->ip[2], full = node->ip[3];
     if (want_float(node, dy, "dy", e))
         return -1;
@@ -716,7 +702,7 @@ static int slice_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
     if (start < 0 || len > full || start > full - len)
         return ft_fail(e, "slice_bwd: start %lld length %lld is not inside the full extent %lld", (long long)start,
                        (long long)len, (long long)full);
-    copy_shape(node, dy);
+    op_copy_shape(node, dy);
     node->shape[axis] = full;
     return 0;
 }
@@ -748,7 +734,7 @@ const ir_op_desc_t ir_op_slice_bwd = {
 
 static int concat_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *a = srct(g, node, 0), *b = srct(g, node, 1);
+    const ir_tensor_t *a = op_src(g, node, 0), *b = op_src(g, node, 1);
     int64_t axis = node->ip[0];
     if (want_same_dtype(node, a, b, "a", "b", e))
         return -1;
@@ -763,7 +749,7 @@ static int concat_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
         ir_shape_str(b, sb, sizeof sb);
         return ft_fail(e, "concat: a %s and b %s differ off axis %lld", sa, sb, (long long)axis);
     }
-    copy_shape(node, a);
+    op_copy_shape(node, a);
     node->shape[axis] += b->shape[axis];
     return 0;
 }
@@ -807,22 +793,22 @@ const ir_op_desc_t ir_op_concat = {
 static int same_shapes_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     static const char *const names[IR_MAX_SRC] = {"input 0", "input 1", "input 2", "input 3", "input 4", "input 5"};
-    const ir_tensor_t *x = srct(g, node, 0);
+    const ir_tensor_t *x = op_src(g, node, 0);
     if (want_float(node, node, "the output", e))
         return -1;
     for (int i = 0; i < node->nsrc; i++) {
-        const ir_tensor_t *s = srct(g, node, i);
+        const ir_tensor_t *s = op_src(g, node, i);
         if (want_float(node, s, names[i], e) || want_same_shape(node, x, s, names[0], names[i], e))
             return -1;
     }
-    copy_shape(node, x);
+    op_copy_shape(node, x);
     return 0;
 }
 
 /* The forward SwiGLU also wants its two halves in one dtype. */
 static int swiglu_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    if (want_same_dtype(node, srct(g, node, 0), srct(g, node, 1), "gate", "up", e))
+    if (want_same_dtype(node, op_src(g, node, 0), op_src(g, node, 1), "gate", "up", e))
         return -1;
     return same_shapes_shape(g, node, e);
 }
@@ -935,7 +921,7 @@ const ir_op_desc_t ir_op_swiglu_bwd_u = {
 
 static int reduce_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    if (want_float(node, srct(g, node, 0), "the input", e) || want_float(node, node, "the output", e))
+    if (want_float(node, op_src(g, node, 0), "the input", e) || want_float(node, node, "the output", e))
         return -1;
     scalar_shape(node);
     return 0;
@@ -1036,7 +1022,7 @@ static uint64_t rng_word(double v) { return (uint64_t)(uint32_t)(int64_t)v; }
 
 static int dropout_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *x = srct(g, node, 0), *rng = srct(g, node, 1);
+    const ir_tensor_t *x = op_src(g, node, 0), *rng = op_src(g, node, 1);
     double p = node->fp[0];
     if (want_float(node, x, "x", e) || want_float(node, node, "the output", e))
         return -1;
@@ -1045,7 +1031,7 @@ static int dropout_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
                        (long long)ir_numel(rng));
     if (!(p >= 0 && p < 1))
         return ft_fail(e, "dropout: probability %g is not in [0, 1)", p);
-    copy_shape(node, x);
+    op_copy_shape(node, x);
     return 0;
 }
 
@@ -1087,11 +1073,11 @@ const ir_op_desc_t ir_op_dropout = {
 /* In place: the node is buf, so it keeps buf's dtype; x may be any float type. */
 static int acc_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *buf = srct(g, node, 0), *x = srct(g, node, 1);
+    const ir_tensor_t *buf = op_src(g, node, 0), *x = op_src(g, node, 1);
     if (want_float(node, buf, "buf", e) || want_float(node, x, "x", e) ||
         want_same_dtype(node, node, buf, "the output", "buf", e) || want_same_shape(node, buf, x, "buf", "x", e))
         return -1;
-    copy_shape(node, buf);
+    op_copy_shape(node, buf);
     return 0;
 }
 
@@ -1111,9 +1097,9 @@ const ir_op_desc_t ir_op_acc = {
 
 static int gnorm_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    const ir_tensor_t *ss = srct(g, node, 0);
+    const ir_tensor_t *ss = op_src(g, node, 0);
     if (want_float(node, ss, "sumsq", e) || want_scalar(node, ss, "sumsq", e) ||
-        want_hyper(node, srct(g, node, 1), e) || want_float(node, node, "the output", e))
+        want_hyper(node, op_src(g, node, 1), e) || want_float(node, node, "the output", e))
         return -1;
     scalar_shape(node);
     return 0;
@@ -1122,7 +1108,7 @@ static int gnorm_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 static void gnorm_cost(const ir_graph_t *g, const ir_tensor_t *n, double *flops, double *bytes)
 {
     *flops = 2;
-    *bytes = bytes_io(g, n);
+    *bytes = op_io_bytes(g, n);
 }
 
 /* The gradient buffers hold sums over tokens; the norm is of their mean. */
@@ -1138,21 +1124,21 @@ const ir_op_desc_t ir_op_gnorm = {
 static int adamw_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     static const char *const names[4] = {"w", "g", "m", "v"};
-    const ir_tensor_t *w = srct(g, node, 0);
+    const ir_tensor_t *w = op_src(g, node, 0);
     if (node->ip[0] != 0 && node->ip[0] != 1)
         return ft_fail(e, "adamw: decay flag ip[0] must be 0 or 1, got %lld", (long long)node->ip[0]);
     if (want_same_dtype(node, node, w, "the output", "w", e))
         return -1;
     for (int i = 0; i < 4; i++) {
-        const ir_tensor_t *s = srct(g, node, i);
+        const ir_tensor_t *s = op_src(g, node, i);
         if (want_float(node, s, names[i], e) || want_same_shape(node, w, s, "w", names[i], e))
             return -1;
     }
-    const ir_tensor_t *gn = srct(g, node, 5);
-    if (want_hyper(node, srct(g, node, 4), e) || want_float(node, gn, "gnorm", e) ||
+    const ir_tensor_t *gn = op_src(g, node, 5);
+    if (want_hyper(node, op_src(g, node, 4), e) || want_float(node, gn, "gnorm", e) ||
         want_scalar(node, gn, "gnorm", e))
         return -1;
-    copy_shape(node, w);
+    op_copy_shape(node, w);
     return 0;
 }
 
@@ -1160,7 +1146,7 @@ static int adamw_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 static void adamw_cost(const ir_graph_t *g, const ir_tensor_t *n, double *flops, double *bytes)
 {
     *flops = 18.0 * (double)ir_numel(n);
-    *bytes = bytes_io(g, n) + (double)ir_nbytes(srct(g, n, 2)) + (double)ir_nbytes(srct(g, n, 3));
+    *bytes = op_io_bytes(g, n) + (double)ir_nbytes(op_src(g, n, 2)) + (double)ir_nbytes(op_src(g, n, 3));
 }
 
 /* torch.optim.AdamW with the gradient first made a per-token mean (inv_ntok) and clipped
