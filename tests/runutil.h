@@ -9,14 +9,17 @@
 #include <string.h>
 #include <sys/wait.h>
 
-static const char *bin_dir(void)
+#include "common/common.h"
+
+static inline const char *bin_dir(void)
 {
     const char *b = getenv("FTC_BIN");
     return b ? b : "build";
 }
 
 /* Runs a shell command (printf-style); returns its exit status. Output goes to log. */
-static int sh(const char *fmt, ...)
+static inline int sh(const char *fmt, ...) FT_PRINTF(1, 2);
+static inline int sh(const char *fmt, ...)
 {
     char cmd[8192];
     va_list ap;
@@ -31,7 +34,7 @@ static int sh(const char *fmt, ...)
 
 /* The values of one key ("loss", "grad_norm", ...) of every line of a metrics.jsonl, both
  * as numbers and as the exact text printed (for bit-identity checks). */
-static int read_metric(const char *path, const char *key, double *vals, char (*text)[40], int max)
+static inline int read_metric(const char *path, const char *key, double *vals, char (*text)[40], int max)
 {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -55,7 +58,7 @@ static int read_metric(const char *path, const char *key, double *vals, char (*t
     return n;
 }
 
-static int files_equal(const char *a, const char *b)
+static inline int files_equal(const char *a, const char *b)
 {
     FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
     int same = fa && fb;
@@ -74,7 +77,7 @@ static int files_equal(const char *a, const char *b)
 }
 
 /* A fresh scratch folder under the build folder. */
-static void scratch_dir(char *out, size_t cap, const char *name)
+static inline void scratch_dir(char *out, size_t cap, const char *name)
 {
     snprintf(out, cap, "%s/scratch/%s", bin_dir(), name);
     sh("rm -rf '%s' && mkdir -p '%s'", out, out);

@@ -23,27 +23,9 @@
 #include "passes/passes.h"
 #include "runtime/plan.h"
 #include "tests/check.h"
+#include "tests/runutil.h"
 
 static char cache[64];
-
-static const char *bin_dir(void)
-{
-    const char *b = getenv("FTC_BIN");
-    return b ? b : "build";
-}
-
-/* Runs a shell command (printf-style); returns its exit status. */
-static int sh(const char *fmt, ...) FT_PRINTF(1, 2);
-static int sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
-}
 
 /* ---- graphs ---- */
 

@@ -27,6 +27,17 @@ static int train(const char *plan, const char *args)
 
 static void metrics_path(char *p, size_t cap, const char *out) { snprintf(p, cap, "%s/%s/metrics.jsonl", W, out); }
 
+/* Compiles spec into <name>.bin and trains it into the folder <name>; 0 when both worked. */
+static int compile_and_train(const char *spec, const char *name, const char *overrides)
+{
+    char plan[256], args[1024];
+    snprintf(plan, sizeof plan, "%s.bin", name);
+    snprintf(args, sizeof args, "--out %s/%s", W, name);
+    if (compile(spec, plan, overrides) != 0)
+        return -1;
+    return train(plan, args);
+}
+
 static void test_demo_learns_and_repeats(void)
 {
     CHECK(compile(LORA_SPEC, "demo.bin", "") == 0);
@@ -131,13 +142,8 @@ static double max_tensor_diff(const char *pa, const char *pb, int *count)
 
 static void test_grad_accumulation(void)
 {
-    CHECK(compile(FULL_SPEC, "acc1.bin", "-s train.micro_batch=4 -s train.grad_accum=1 -s train.steps=4") == 0);
-    CHECK(compile(FULL_SPEC, "acc4.bin", "-s train.micro_batch=1 -s train.grad_accum=4 -s train.steps=4") == 0);
-    char args[4096];
-    snprintf(args, sizeof args, "--out %s/acc1", W);
-    CHECK(train("acc1.bin", args) == 0);
-    snprintf(args, sizeof args, "--out %s/acc4", W);
-    CHECK(train("acc4.bin", args) == 0);
+    CHECK(compile_and_train(FULL_SPEC, "acc1", "-s train.micro_batch=4 -s train.grad_accum=1 -s train.steps=4") == 0);
+    CHECK(compile_and_train(FULL_SPEC, "acc4", "-s train.micro_batch=1 -s train.grad_accum=4 -s train.steps=4") == 0);
     char ma[4096], mb[4096];
     metrics_path(ma, sizeof ma, "acc1");
     metrics_path(mb, sizeof mb, "acc4");
@@ -265,13 +271,8 @@ static void test_peak_matches_arena(const char *spec)
 
 static void test_grad_norm_before_clipping(void)
 {
-    CHECK(compile(FULL_SPEC, "clip.bin", "-s train.steps=3 -s train.grad_clip=0.001") == 0);
-    CHECK(compile(FULL_SPEC, "noclip.bin", "-s train.steps=3 -s train.grad_clip=0") == 0);
-    char o[4096];
-    snprintf(o, sizeof o, "--out %s/clip", W);
-    CHECK(train("clip.bin", o) == 0);
-    snprintf(o, sizeof o, "--out %s/noclip", W);
-    CHECK(train("noclip.bin", o) == 0);
+    CHECK(compile_and_train(FULL_SPEC, "clip", "-s train.steps=3 -s train.grad_clip=0.001") == 0);
+    CHECK(compile_and_train(FULL_SPEC, "noclip", "-s train.steps=3 -s train.grad_clip=0") == 0);
     char ma[4096], mb[4096];
     metrics_path(ma, sizeof ma, "clip");
     metrics_path(mb, sizeof mb, "noclip");
