@@ -83,7 +83,7 @@ static const cg_op_t ops[OP_COUNT] = {
  * helpers, then the op families. Every embedded file must appear here (emit checks). */
 static const char *const file_order[] = {
     "kernel_abi.h", "common.cuh", "elementwise.cuh", "movement.cuh",
-    "norm.cuh", "rope.cuh", "attention.cuh", "reduce.cuh",
+    "norm.cuh", "rope.cuh", "attention.cuh", "reduce.cuh", "init.cuh",
 };
 #define NFILES (sizeof file_order / sizeof file_order[0])
 

@@ -24,6 +24,9 @@ typedef struct {
      * held since the executor opened, as the device accounts it (arena, workspace, library
      * and CUDA-graph memory; not the context itself). */
     int (*device_mem)(rt_exec_t *x, int64_t *now, int64_t *peak, ft_err_t *e);
+    /* Optional (NULL: the host computes the values): fills tensor `id` with the seeded
+     * initialiser `kind` (a plan_init_t) exactly as rt_init_value does. */
+    int (*init_random)(rt_exec_t *x, int id, int kind, double param, uint64_t seed, ft_err_t *e);
 } rt_exec_ops_t;
 
 struct rt_exec {

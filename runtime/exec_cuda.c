@@ -19,6 +19,7 @@
 
 #include "device.h"
 #include "exec_cuda.h"
+#include "weights.h"
 
 int rt_exec_open_cuda(rt_exec_t *x, const plan_t *p, ft_err_t *e)
 {
@@ -109,6 +110,7 @@ typedef struct {
     cudaLibrary_t lib;
     bool has_lib;
     CUfunction *fns; /* per kernel name of the module */
+    CUfunction init_fn; /* ftk_init_random, which every module carries; NULL in one without kernels */
     struct {
         drv_launch_t launch;
         drv_kernel_function_t kernel_function;
@@ -314,6 +316,14 @@ static int load_module(cu_t *c, ft_err_t *e)
         CUresult r = c->drv.kernel_function(&c->fns[i], (CUkernel)k);
         if (r != CUDA_SUCCESS)
             return fail_drv(c, e, r, "cuKernelGetFunction('%s')", m->names[i]);
+    }
+    cudaKernel_t ik;
+    if (cudaLibraryGetKernel(&ik, c->lib, "ftk_init_random") == cudaSuccess) {
+        CUresult r = c->drv.kernel_function(&c->init_fn, (CUkernel)ik);
+        if (r != CUDA_SUCCESS)
+            return fail_drv(c, e, r, "cuKernelGetFunction('ftk_init_random')");
+    } else {
+        (void)cudaGetLastError(); /* a plan from before the kernel existed: the host initialises */
     }
     /* kernels asking for more than the default dynamic shared memory opt in, once each, to
      * the most any of their launches asks for */
@@ -819,10 +829,56 @@ static void cuda_destroy(rt_exec_t *x)
     x->impl = NULL;
 }
 
+static int cuda_init_random(rt_exec_t *x, int id, int kind, double param, uint64_t seed, ft_err_t *e);
+
 static const rt_exec_ops_t cuda_ops = {
     .name = "cuda", .run = cuda_run, .read = cuda_read, .write = cuda_write, .zero = cuda_zero,
     .find_nonfinite = cuda_find_nonfinite, .destroy = cuda_destroy, .device_mem = cuda_device_mem,
+    .init_random = cuda_init_random,
 };
+
+/* Host fallback where the module has no init kernel (no kernels at all) or the tensor's
+ * dtype is not a float the kernel stores. */
+static int host_init(rt_exec_t *x, int id, int kind, double param, uint64_t seed, ft_err_t *e)
+{
+    int64_t n = ir_numel(&x->g->t[id]);
+    double *buf = ft_xmalloc((size_t)n * sizeof *buf);
+    for (int64_t i = 0; i < n; i++)
+        buf[i] = rt_init_value((plan_init_t)kind, param, seed, i);
+    int rc = rt_exec_write_f64(x, id, buf, e);
+    free(buf);
+    return rc;
+}
+
+static int cuda_init_random(rt_exec_t *x, int id, int kind, double param, uint64_t seed, ft_err_t *e)
+{
+    cu_t *c = impl(x);
+    const ir_tensor_t *t = &c->g->t[id];
+    if (!c->init_fn || (t->dtype != IR_F32 && t->dtype != IR_BF16 && t->dtype != IR_F16))
+        return host_init(x, id, kind, param, seed, e);
+    unsigned char *p = NULL;
+    size_t n = 0;
+    if (span(x, id, &p, &n, e) != 0)
+        return -1;
+    ftk_args_t a;
+    memset(&a, 0, sizeof a);
+    a.out = p;
+    a.n = (long long)ir_numel(t);
+    a.dtype[FTK_OUT] = (int)t->dtype;
+    a.ip[0] = kind;
+    a.ip[1] = (long long)seed;
+    a.fp[0] = param;
+    void *params[1] = {&a};
+    unsigned threads = 256, blocks = (unsigned)((a.n + threads - 1) / threads);
+    if (blocks > 65536u)
+        blocks = 65536u;
+    if (blocks == 0)
+        blocks = 1;
+    CUresult r = c->drv.launch(c->init_fn, blocks, 1, 1, threads, 1, 1, 0, (CUstream)c->stream, params, NULL);
+    if (r != CUDA_SUCCESS)
+        return fail_drv(c, e, r, "initialising tensor '%s' on the GPU", t->name);
+    return finish(c, "initialising a weight on the GPU", e);
+}
 
 int rt_exec_cuda_fill(rt_exec_t *x, int byte, ft_err_t *e)
 {

@@ -16,25 +16,43 @@ static uint64_t name_seed(uint64_t seed, const char *name)
     return ft_fnv1a(FT_FNV_INIT ^ (seed * 0x9e3779b97f4a7c15ULL), name, strlen(name));
 }
 
-static double uniform01(uint64_t *s) { return ((double)(td_splitmix64(s) >> 11) + 0.5) / 9007199254740992.0; }
-
-static void init_values(const plan_weight_t *w, const char *name, uint64_t seed, double *v, int64_t n)
+/* Output k of a splitmix64 stream that starts at `seed`: random access, so value i of a
+ * tensor does not depend on the values before it (codegen/kernels/init.cuh computes the
+ * same bits on the GPU; tests/gpu/test_kernels.c checks that). */
+static uint64_t stream_at(uint64_t seed, uint64_t k)
 {
-    uint64_t s = name_seed(seed, name);
-    for (int64_t i = 0; i < n; i++) {
-        switch (w->init) {
-        case PLAN_INIT_ONES: v[i] = 1; break;
-        case PLAN_INIT_ZEROS: v[i] = 0; break;
-        case PLAN_INIT_UNIFORM: v[i] = (2 * uniform01(&s) - 1) * w->param; break;
-        case PLAN_INIT_NORMAL: { /* Box-Muller */
-            double u1 = uniform01(&s), u2 = uniform01(&s);
-            v[i] = w->param * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
-            break;
+    uint64_t z = seed + (k + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Normal values are the sum of twelve 16-bit uniforms (Irwin-Hall: mean 0, variance 1, no
+ * value beyond 6 sigma): integer arithmetic and one rounding, so the GPU matches exactly. */
+double rt_init_value(plan_init_t kind, double param, uint64_t seed, int64_t i)
+{
+    uint64_t k = (uint64_t)i;
+    switch (kind) {
+    case PLAN_INIT_NORMAL: {
+        int64_t s = 0;
+        for (uint64_t w = 0; w < 3; w++) {
+            uint64_t h = stream_at(seed, 3 * k + w);
+            for (int q = 0; q < 4; q++)
+                s += (int64_t)((h >> (16 * q)) & 0xffff);
         }
-        default: v[i] = 0; break;
-        }
+        return (double)(s + 6 - 6 * 65536) / 65536.0 * param;
+    }
+    case PLAN_INIT_ONES: return 1;
+    case PLAN_INIT_ZEROS: return 0;
+    case PLAN_INIT_UNIFORM: {
+        double u = ((double)(stream_at(seed, k) >> 11) + 0.5) / 9007199254740992.0;
+        return (2 * u - 1) * param;
+    }
+    default: return 0;
     }
 }
+
+uint64_t rt_init_seed(uint64_t seed, const char *name) { return name_seed(seed, name); }
 
 static void shape_text(int ndim, const int64_t *shape, char *buf, size_t cap)
 {
@@ -45,9 +63,15 @@ static void shape_text(int ndim, const int64_t *shape, char *buf, size_t cap)
         snprintf(buf + n, cap - n, "]");
 }
 
-/* Copies a stored tensor into the arena after checking it is the one the config needs. */
-static int load_tensor(rt_exec_t *x, int id, const st_model_t *m, const char *src, const char *key, double *buf,
-                       ft_err_t *e)
+static bool same_storage(st_dtype_t st, ir_dtype_t ir)
+{
+    return (st == ST_F32 && ir == IR_F32) || (st == ST_BF16 && ir == IR_BF16) || (st == ST_F16 && ir == IR_F16);
+}
+
+/* Copies a stored tensor into the arena after checking it is the one the config needs:
+ * straight from the file's mapping where the dtypes agree (a bf16 checkpoint into a bf16
+ * arena), else converted through float64 on the host. */
+static int load_tensor(rt_exec_t *x, int id, const st_model_t *m, const char *src, const char *key, ft_err_t *e)
 {
     const ir_tensor_t *t = &x->g->t[id];
     const st_tensor_t *st = st_find(m, key);
@@ -65,9 +89,29 @@ static int load_tensor(rt_exec_t *x, int id, const st_model_t *m, const char *sr
     if (st->dtype != ST_F32 && st->dtype != ST_BF16 && st->dtype != ST_F16 && st->dtype != ST_F64)
         return ft_fail(e, "%s: tensor '%s' has dtype %s; weights must be F32, BF16, F16 or F64", src, key,
                        st_dtype_name(st->dtype));
-    if (st_read_f64(st, buf, e) != 0)
-        return -1;
-    return rt_exec_write_f64(x, id, buf, e);
+    if (same_storage(st->dtype, t->dtype) && st->nbytes == (size_t)ir_nbytes(t))
+        return x->ops->write(x, id, st->data, e);
+    double *buf = ft_xmalloc((size_t)ir_numel(t) * sizeof *buf);
+    int rc = st_read_f64(st, buf, e);
+    if (rc == 0)
+        rc = rt_exec_write_f64(x, id, buf, e);
+    free(buf);
+    return rc;
+}
+
+/* A seeded initialiser: on the device where the executor can (the values are the host's
+ * bit for bit, and an 8B-parameter model takes a second there instead of minutes here). */
+static int init_random(rt_exec_t *x, const plan_weight_t *w, const ir_tensor_t *t, uint64_t seed, ft_err_t *e)
+{
+    if (x->ops->init_random)
+        return x->ops->init_random(x, w->tensor, w->init, w->param, seed, e);
+    int64_t n = ir_numel(t);
+    double *buf = ft_xmalloc((size_t)n * sizeof *buf);
+    for (int64_t i = 0; i < n; i++)
+        buf[i] = rt_init_value(w->init, w->param, seed, i);
+    int rc = rt_exec_write_f64(x, w->tensor, buf, e);
+    free(buf);
+    return rc;
 }
 
 static int open_sources(const plan_t *p, st_model_t *base, st_model_t *adapter, bool *has_base, bool *has_adapter,
@@ -104,18 +148,14 @@ int rt_weights_init(rt_exec_t *x, const plan_t *p, ft_err_t *e)
     for (int i = 0; i < p->nw && rc == 0; i++) {
         const plan_weight_t *w = &p->w[i];
         const ir_tensor_t *t = &p->g.t[w->tensor];
-        int64_t n = ir_numel(t);
-        double *buf = ft_xmalloc((size_t)n * sizeof *buf);
         if (w->init == PLAN_INIT_FILE) {
-            rc = load_tensor(x, w->tensor, &base, p->cfg.from, w->key, buf, e);
+            rc = load_tensor(x, w->tensor, &base, p->cfg.from, w->key, e);
         } else if (w->init == PLAN_INIT_ADAPTER) {
-            rc = load_tensor(x, w->tensor, &adapter, p->cfg.lora_init, w->key, buf, e);
+            rc = load_tensor(x, w->tensor, &adapter, p->cfg.lora_init, w->key, e);
         } else {
             uint64_t seed = t->role == IR_TRAINABLE && p->cfg.tuner == FT_TUNER_LORA ? p->cfg.seed : p->cfg.init_seed;
-            init_values(w, t->name, seed, buf, n);
-            rc = rt_exec_write_f64(x, w->tensor, buf, e);
+            rc = init_random(x, w, t, name_seed(seed, t->name), e);
         }
-        free(buf);
     }
     for (int i = 0; i < p->g.n && rc == 0; i++)
         if (p->g.t[i].role == IR_GRAD || p->g.t[i].role == IR_OPTSTATE)

@@ -6,6 +6,12 @@
 #include "exec.h"
 #include "plan.h"
 
+/* Value i of a seeded initialiser (normal std `param`, uniform bound `param`, ones, zeros)
+ * from a tensor's seed (rt_init_seed: the run's seed mixed with the tensor's name). The GPU
+ * executor's init kernel computes the same bits. */
+double rt_init_value(plan_init_t kind, double param, uint64_t seed, int64_t i);
+uint64_t rt_init_seed(uint64_t seed, const char *name);
+
 /* Fills every manifest weight; gradient buffers and optimizer state start at zero. */
 int rt_weights_init(rt_exec_t *x, const plan_t *p, ft_err_t *e);
 

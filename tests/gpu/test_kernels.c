@@ -30,6 +30,7 @@
 #include "runtime/device.h"
 #include "runtime/exec.h"
 #include "runtime/exec_cuda.h"
+#include "runtime/weights.h"
 
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -1209,6 +1210,75 @@ static void case_nonfinite(env_t *env)
     end_case(&c);
 }
 
+/* The GPU's seeded initialiser must store the host's values bit for bit (the CPU and GPU
+ * executors then start from the same weights), for each kind and float storage type. */
+static void case_init(env_t *env)
+{
+    static const struct {
+        plan_init_t kind;
+        double param;
+        const char *name;
+    } kinds[] = {{PLAN_INIT_NORMAL, 0.02, "normal"}, {PLAN_INIT_UNIFORM, 0.125, "uniform"}, {PLAN_INIT_ONES, 0, "ones"}};
+    static const ir_dtype_t dts[3] = {IR_F32, IR_BF16, IR_F16};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        for (int d = 0; d < 3; d++) {
+            char label[96];
+            snprintf(label, sizeof label, "init_random %s equals the host's", kinds[k].name);
+            if (env->filter && !strstr(label, env->filter))
+                continue;
+            tcase_t c;
+            begin(&c, 0, "%s", label);
+            int w = leaf(&c, "w", dts[d], DIMS(1000, 333), 0, 0);
+            c.g.t[w].flags |= IR_FLAG_OUTPUT;
+            int sc = ir_scale(&c.g, w, 2.0); /* a module with kernels carries the init kernel */
+            c.g.t[sc].flags |= IR_FLAG_OUTPUT;
+            int64_t n = 1000 * 333;
+            ft_err_t e;
+            cg_module_t m;
+            memset(&m, 0, sizeof m);
+            rt_exec_t x;
+            memset(&x, 0, sizeof x);
+            char why[2400] = "";
+            pass_ctx_t ctx = {0};
+            size_t nb = (size_t)ir_nbytes(&c.g.t[w]);
+            unsigned char *want = ft_xmalloc(nb), *got = ft_xcalloc(1, nb);
+            double *v = ft_xmalloc((size_t)n * sizeof *v);
+            uint64_t seed = rt_init_seed(7, "model.layers.0.mlp.up_proj.weight");
+            for (int64_t i = 0; i < n; i++)
+                v[i] = rt_init_value(kinds[k].kind, kinds[k].param, seed, i);
+            rt_store_f64(dts[d], v, n, want);
+            if (c.g.err[0] || pass_schedule(&c.g, &ctx, &e) != 0 || pass_memplan(&c.g, &ctx, &e) != 0 ||
+                cg_build(&c.g, env->arch, env->cache, &m, &e) != 0)
+                snprintf(why, sizeof why, "building: %s%s", c.g.err, e.msg);
+            else if (!memmem(m.image, m.image_len, "ftk_init_random", 15))
+                snprintf(why, sizeof why, "the cubin has no ftk_init_random (the host would initialise instead)");
+            else
+                env->compiled++;
+            if (env->gpu && !why[0]) {
+                w = ir_find(&c.g, "w");
+                if (rt_exec_open_cuda_module(&x, &c.g, &m, &e) != 0 || rt_exec_cuda_fill(&x, 0xff, &e) != 0 ||
+                    x.ops->init_random(&x, w, kinds[k].kind, kinds[k].param, seed, &e) != 0 ||
+                    x.ops->read(&x, w, got, &e) != 0)
+                    snprintf(why, sizeof why, "gpu: %s", e.msg);
+                else if (memcmp(got, want, nb) != 0)
+                    snprintf(why, sizeof why, "values differ from the host's");
+            }
+            bool ok = !why[0];
+            printf("%-46s %-9s %-18s %-8s %10s %10s %8s  %s%s%s\n", label, ir_dtype_name(dts[d]), "[1000,333]",
+                   "kernel", "-", "-", "exact", !env->gpu && ok ? "compiled" : ok ? "ok" : "FAIL", why[0] ? "  " : "",
+                   why);
+            if (env->gpu || !ok)
+                ok ? env->pass++ : env->fail++;
+            if (x.ops)
+                rt_exec_close(&x);
+            cg_module_free(&m);
+            free(want);
+            free(got);
+            free(v);
+            end_case(&c);
+        }
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1255,6 +1325,7 @@ int main(int argc, char **argv)
     cases_loss(&env);
     cases_reduce_opt(&env);
     case_nonfinite(&env);
+    case_init(&env);
     bench_attention(&env);
     if (!env.gpu) {
         printf("no GPU: %d cases compiled, %d failed before reaching the GPU\n", env.compiled, env.fail);
