@@ -207,6 +207,10 @@ int ir_fill(ir_graph_t *g, int x, double value, int ndim, const int64_t *shape, 
 
 int ir_embed(ir_graph_t *g, int table, int ids) { return ir_node(g, OP_EMBED, 2, SRC(table, ids), NULL, NULL); }
 int ir_matmul(ir_graph_t *g, int a, int b, bool ta, bool tb) { return ir_node(g, OP_MATMUL, 2, SRC(a, b), IP(ta, tb), NULL); }
+int ir_matmul_add(ir_graph_t *g, int a, int b, bool ta, bool tb, int c)
+{
+    return ir_node(g, OP_MATMUL, 3, SRC(a, b, c), IP(ta, tb), NULL);
+}
 int ir_add(ir_graph_t *g, int a, int b) { return ir_node(g, OP_ADD, 2, SRC(a, b), NULL, NULL); }
 int ir_mul(ir_graph_t *g, int a, int b) { return ir_node(g, OP_MUL, 2, SRC(a, b), NULL, NULL); }
 int ir_scale(ir_graph_t *g, int a, double s) { return ir_node(g, OP_SCALE, 1, SRC(a), NULL, FP(s)); }

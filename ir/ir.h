@@ -38,7 +38,7 @@ typedef enum {
     OP_FILL,          /* (x?) -> shape: x (scalar) * fp[0] broadcast, or fp[0] if no src */
     OP_EMBED,         /* (table[V,D], ids[...]) -> [..., D] */
     OP_EMBED_BWD,     /* (ids, dy[..., D]) -> [V, D], V = ip[0]; rows scatter-added */
-    OP_MATMUL,        /* (a, b) -> a·b; ip[0] = transpose a, ip[1] = transpose b; 2-D or 3-D batched */
+    OP_MATMUL,        /* (a, b[, c]) -> a·b (+ c); ip[0] = transpose a, ip[1] = transpose b; 2-D or 3-D batched */
     OP_ADD,           /* (a, b) same shape */
     OP_MUL,           /* (a, b) same shape */
     OP_SCALE,         /* (a) * fp[0] */
@@ -193,6 +193,7 @@ void ir_set_name(ir_graph_t *g, int id, const char *fmt, ...) FT_PRINTF(3, 4);
 int ir_fill(ir_graph_t *g, int x, double value, int ndim, const int64_t *shape, ir_dtype_t dt);
 int ir_embed(ir_graph_t *g, int table, int ids);
 int ir_matmul(ir_graph_t *g, int a, int b, bool ta, bool tb);
+int ir_matmul_add(ir_graph_t *g, int a, int b, bool ta, bool tb, int c); /* a·b + c in one node */
 int ir_add(ir_graph_t *g, int a, int b);
 int ir_mul(ir_graph_t *g, int a, int b);
 int ir_scale(ir_graph_t *g, int a, double s);

@@ -355,11 +355,20 @@ static int matmul_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
         node->shape[0] = d.batch;
     node->shape[r] = d.m;
     node->shape[r + 1] = d.n;
+    if (node->nsrc == 3) { /* the addend: the output's shape and dtype */
+        const ir_tensor_t *c = op_src(g, node, 2);
+        if (c->dtype != node->dtype)
+            return ft_fail(e, "matmul: the addend is %s but the output %s", ir_dtype_name(c->dtype),
+                           ir_dtype_name(node->dtype));
+        if (want_same_shape(node, node, c, "the product", "the addend", e))
+            return -1;
+    }
     return 0;
 }
 
-/* With C = op(A)·op(B): d op(A) = dC·op(B)ᵀ and d op(B) = op(A)ᵀ·dC; a transposed input
- * takes the transpose of that, which swaps the operands instead of adding a permute. */
+/* With C = op(A)·op(B) (+ the addend): d op(A) = dC·op(B)ᵀ and d op(B) = op(A)ᵀ·dC; a
+ * transposed input takes the transpose of that, which swaps the operands instead of adding
+ * a permute; the addend's gradient is dC. */
 static void matmul_vjp(ir_graph_t *g, int node, int dy, const bool need[IR_MAX_SRC], int dsrc[IR_MAX_SRC])
 {
     ir_tensor_t n = g->t[node];
@@ -369,6 +378,8 @@ static void matmul_vjp(ir_graph_t *g, int node, int dy, const bool need[IR_MAX_S
         dsrc[0] = ta ? ir_matmul(g, b, dy, tb, true) : ir_matmul(g, dy, b, false, !tb);
     if (need[1])
         dsrc[1] = tb ? ir_matmul(g, dy, a, true, ta) : ir_matmul(g, a, dy, !ta, false);
+    if (n.nsrc == 3 && need[2])
+        dsrc[2] = dy;
 }
 
 static void matmul_cost(const ir_graph_t *g, const ir_tensor_t *n, double *flops, double *bytes)
@@ -377,6 +388,8 @@ static void matmul_cost(const ir_graph_t *g, const ir_tensor_t *n, double *flops
     int64_t kb;
     mm_dims(op_src(g, n, 0), op_src(g, n, 1), n->ip[0], n->ip[1], &d, &kb);
     *flops = 2.0 * (double)d.batch * (double)d.m * (double)d.n * (double)d.k;
+    if (n->nsrc == 3)
+        *flops += (double)d.batch * (double)d.m * (double)d.n;
     *bytes = op_io_bytes(g, n);
 }
 
@@ -389,6 +402,7 @@ static void matmul_cpu(const ir_cpu_args_t *a)
     /* element strides of A along m and k, of B along k and n */
     int64_t am = ta ? 1 : d.k, ak = ta ? d.m : 1;
     int64_t bk = tb ? 1 : d.n, bn = tb ? d.k : 1;
+    const double *addend = a->node->nsrc == 3 ? a->in[2] : NULL;
     for (int64_t p = 0; p < d.batch; p++) {
         const double *A = a->in[0] + p * d.m * d.k, *B = a->in[1] + p * d.k * d.n;
         double *C = a->out + p * d.m * d.n;
@@ -397,13 +411,13 @@ static void matmul_cpu(const ir_cpu_args_t *a)
                 double s = 0;
                 for (int64_t k = 0; k < d.k; k++)
                     s += A[i * am + k * ak] * B[k * bk + j * bn];
-                C[i * d.n + j] = s;
+                C[i * d.n + j] = s + (addend ? addend[p * d.m * d.n + i * d.n + j] : 0);
             }
     }
 }
 
 const ir_op_desc_t ir_op_matmul = {
-    .name = "matmul", .min_src = 2, .max_src = 2,
+    .name = "matmul", .min_src = 2, .max_src = 3,
     .shape = matmul_shape, .vjp = matmul_vjp, .cost = matmul_cost, .cpu = matmul_cpu,
 };
 

@@ -56,10 +56,11 @@ static int rewrite_one(const ft_config_t *cfg, ir_graph_t *g, model_manifest_t *
     int xin = x;
     if (cfg->lora_dropout > 0)
         xin = ir_dropout(g, x, ir_find(g, MODEL_IN_RNG), cfg->lora_dropout, name_salt(module));
+    /* the scale goes on the rank-r side: r columns to scale instead of `out`, forward and back */
     int t = ir_matmul(g, xin, a, false, true);
-    int u = ir_matmul(g, t, b, false, true);
-    int s = ir_scale(g, u, cfg->lora_alpha / (double)r);
-    int y = ir_add(g, mm, s);
+    int s = ir_scale(g, t, cfg->lora_alpha / (double)r);
+    int u = ir_matmul(g, s, b, false, true);
+    int y = ir_add(g, mm, u);
     g->cur_block = saved_block;
     if (y < 0)
         return -1;

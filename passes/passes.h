@@ -38,6 +38,7 @@ int pass_autodiff(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e);  /* loss �
 int pass_optimizer(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e); /* clip + AdamW, opt phase */
 int pass_dce(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e);       /* drop what nothing needs; compact */
 int pass_recompute(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e); /* activation checkpointing */
+int pass_fuse(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e);      /* add(x, a·b) -> matmul a·b + x */
 int pass_schedule(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e);  /* execution order */
 int pass_memplan(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e);   /* arena offsets */
 

@@ -9,6 +9,7 @@ const pass_t pass_pipeline[] = {
     {"optimizer", pass_optimizer, "global-norm clipping and AdamW, in the step phase"},
     {"dce", pass_dce, "drop what no output needs"},
     {"recompute", pass_recompute, "activation checkpointing per transformer block"},
+    {"fuse", pass_fuse, "an add folded into the matmul that feeds it (cuBLASLt beta = 1)"},
     {"schedule", pass_schedule, "execution order"},
     {"memplan", pass_memplan, "arena offsets from live ranges"},
     {NULL, NULL, NULL},

@@ -35,6 +35,7 @@ struct rt_exec {
     int64_t arena_bytes; /* the one allocation of the step, as planned */
     void *impl;
     char desc[256];      /* what runs the plan, for the start-up line; "" = the CPU reference executor */
+    const char *profile; /* CUDA: append a per-node timing of each phase's third run to this file */
 };
 
 int rt_exec_open_cpu(rt_exec_t *x, const ir_graph_t *g, ft_err_t *e);

@@ -11,6 +11,7 @@
  * cudaGetDriverEntryPointByVersion, so ftrun still starts where no driver exists. Every
  * CUDA, driver and cuBLASLt return code is checked and a failure names the call, the node
  * and, for a launch, the kernel. */
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -78,7 +79,8 @@ typedef struct {
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
     const void *a, *b; /* cuBLASLt's operands: the IR's b and a */
-    void *c;           /* C and D */
+    void *c;           /* D, the output */
+    const void *cin;   /* C: the addend, or D itself (beta 0) */
     bool f64;          /* alpha/beta are double (64F compute), else float */
     float alpha32, beta32;
     double alpha64, beta64;
@@ -462,10 +464,14 @@ static int setup_matmul(cu_t *c, cu_step_t *s, ft_err_t *e)
     mm->f64 = A->dtype == IR_F64;
     if (mm->f64 != (t->dtype == IR_F64))
         return ft_fail(e, "cuda: %s: cuBLASLt multiplies f64 only into f64", label);
+    /* with an addend (third input) the product lands on it: D = A·B + C, C ≠ D in general */
+    bool add = t->nsrc == 3;
+    if (add && c->g->t[t->src[2]].dtype != t->dtype)
+        return ft_fail(e, "cuda: %s: the addend's dtype differs from the output's", label);
     mm->alpha32 = 1.0f;
-    mm->beta32 = 0.0f;
+    mm->beta32 = add ? 1.0f : 0.0f;
     mm->alpha64 = 1.0;
-    mm->beta64 = 0.0;
+    mm->beta64 = add ? 1.0 : 0.0;
     cublasStatus_t st = cublasLtMatmulDescCreate(&mm->desc, mm->f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F,
                                                  mm->f64 ? CUDA_R_64F : CUDA_R_32F);
     if (st != CUBLAS_STATUS_SUCCESS)
@@ -505,6 +511,7 @@ static int setup_matmul(cu_t *c, cu_step_t *s, ft_err_t *e)
     mm->a = s->args.in[1];
     mm->b = s->args.in[0];
     mm->c = s->args.out;
+    mm->cin = add ? s->args.in[2] : s->args.out;
     return 0;
 }
 
@@ -603,7 +610,7 @@ static int enqueue_step(cu_t *c, cu_step_t *s, ft_err_t *e)
         cu_mm_t *mm = &s->mm;
         const void *alpha = mm->f64 ? (const void *)&mm->alpha64 : (const void *)&mm->alpha32;
         const void *beta = mm->f64 ? (const void *)&mm->beta64 : (const void *)&mm->beta32;
-        cublasStatus_t st = cublasLtMatmul(c->lt, mm->desc, alpha, mm->a, mm->la, mm->b, mm->lb, beta, mm->c, mm->lc,
+        cublasStatus_t st = cublasLtMatmul(c->lt, mm->desc, alpha, mm->a, mm->la, mm->b, mm->lb, beta, mm->cin, mm->lc,
                                            mm->c, mm->lc, &mm->algo, c->ws, c->ws_bytes, c->stream);
         if (st != CUBLAS_STATUS_SUCCESS)
             return fail_lt(e, st, "%s: cublasLtMatmul", node_label(c, s->node, lb, sizeof lb));
@@ -662,6 +669,100 @@ static int capture_phase(cu_t *c, ir_phase_t ph, ft_err_t *e)
 
 static cu_t *impl(rt_exec_t *x) { return x->impl; }
 
+/* ---- the profile (ftrun --profile) ---- */
+
+typedef struct {
+    const char *what; /* op name, or "matmul" */
+    double ms, flops, bytes;
+    int count;
+} prof_row_t;
+
+static int cmp_prof(const void *a, const void *b)
+{
+    double x = ((const prof_row_t *)a)->ms, y = ((const prof_row_t *)b)->ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Per-op totals, largest first, with achieved rates: what limits the phase. */
+static void prof_summary(cu_t *c, ir_phase_t ph, const float *ms, FILE *f)
+{
+    prof_row_t rows[OP_COUNT];
+    memset(rows, 0, sizeof rows);
+    double total = 0;
+    for (int k = 0, j = 0; k < c->nsteps; k++) {
+        const ir_tensor_t *t = &c->g->t[c->steps[k].node];
+        if (t->phase != ph)
+            continue;
+        double fl = 0, by = 0;
+        ir_ops[t->op]->cost(c->g, t, &fl, &by);
+        prof_row_t *r = &rows[t->op];
+        r->what = ir_ops[t->op]->name;
+        r->ms += ms[j];
+        r->flops += fl;
+        r->bytes += by;
+        r->count++;
+        total += ms[j++];
+    }
+    qsort(rows, OP_COUNT, sizeof rows[0], cmp_prof);
+    fprintf(f, "# %s phase: %.3f ms in all, by op (launch by launch, CUDA events; no graph)\n", phase_names[ph], total);
+    fprintf(f, "# %-14s %6s %10s %6s %10s %10s\n", "op", "nodes", "ms", "%", "TFLOP/s", "GB/s");
+    for (int i = 0; i < OP_COUNT && rows[i].count; i++)
+        fprintf(f, "# %-14s %6d %10.3f %6.2f %10.1f %10.1f\n", rows[i].what, rows[i].count, rows[i].ms,
+                total > 0 ? 100 * rows[i].ms / total : 0, rows[i].ms > 0 ? rows[i].flops / rows[i].ms * 1e-9 : 0,
+                rows[i].ms > 0 ? rows[i].bytes / rows[i].ms * 1e-6 : 0);
+}
+
+/* Runs phase ph once launch by launch with an event between nodes and writes one line per
+ * node (phase, node, op, kernel, shape, ms, FLOP, bytes) and the per-op summary to f. The
+ * run does the phase's work, so it stands in for a normal run. */
+static int profile_phase(cu_t *c, ir_phase_t ph, FILE *f, ft_err_t *e)
+{
+    int n = c->nphase[ph];
+    cudaEvent_t *ev = ft_xcalloc((size_t)n + 1, sizeof *ev);
+    float *ms = ft_xcalloc((size_t)n + 1, sizeof *ms);
+    int rc = 0, made = 0;
+    for (; made <= n && rc == 0; made++) {
+        cudaError_t r = cudaEventCreate(&ev[made]);
+        if (r != cudaSuccess)
+            rc = fail_rt(e, r, "creating profiling event %d", made);
+    }
+    cudaError_t r = rc ? cudaSuccess : cudaEventRecord(ev[0], c->stream);
+    if (r != cudaSuccess)
+        rc = fail_rt(e, r, "recording a profiling event");
+    for (int k = 0, j = 0; k < c->nsteps && rc == 0; k++) {
+        if (c->g->t[c->steps[k].node].phase != ph)
+            continue;
+        rc = enqueue_step(c, &c->steps[k], e);
+        if (rc == 0 && (r = cudaEventRecord(ev[++j], c->stream)) != cudaSuccess)
+            rc = fail_rt(e, r, "recording a profiling event");
+    }
+    if (rc == 0)
+        rc = finish(c, "profiling a phase", e);
+    for (int j = 0; j < n && rc == 0; j++)
+        if ((r = cudaEventElapsedTime(&ms[j], ev[j], ev[j + 1])) != cudaSuccess)
+            rc = fail_rt(e, r, "reading profiling event %d", j);
+    for (int k = 0, j = 0; k < c->nsteps && rc == 0; k++) {
+        const cu_step_t *st = &c->steps[k];
+        const ir_tensor_t *t = &c->g->t[st->node];
+        if (t->phase != ph)
+            continue;
+        char shape[96];
+        double fl = 0, by = 0;
+        ir_shape_str(t, shape, sizeof shape);
+        ir_ops[t->op]->cost(c->g, t, &fl, &by);
+        fprintf(f, "%s\t%d\t%s\t%s\t%s\t%.4f\t%.4g\t%.4g\t%s\n", phase_names[ph], st->node, ir_ops[t->op]->name,
+                st->kind == CG_KERNEL ? kernel_name(c, st) : st->kind == CG_MATMUL ? "cublasLt" : "-", shape,
+                (double)ms[j++], fl, by, t->name);
+    }
+    if (rc == 0)
+        prof_summary(c, ph, ms, f);
+    for (int j = 0; j < made; j++)
+        cudaEventDestroy(ev[j]);
+    free(ev);
+    free(ms);
+    return rc;
+}
+
 static int cuda_run(rt_exec_t *x, ir_phase_t ph, ft_err_t *e)
 {
     cu_t *c = impl(x);
@@ -678,6 +779,18 @@ static int cuda_run(rt_exec_t *x, ir_phase_t ph, ft_err_t *e)
             (void)cudaGetLastError();
             c->graphs = false;
         }
+    }
+    if (x->profile && c->runs[ph] == 2) { /* steady state: after the plain run and the capture */
+        FILE *f = fopen(x->profile, "a");
+        if (!f)
+            return ft_fail(e, "--profile: cannot open %s: %s", x->profile, strerror(errno));
+        int rc = profile_phase(c, ph, f, e);
+        if (fclose(f) != 0 && rc == 0)
+            rc = ft_fail(e, "--profile: writing %s: %s", x->profile, strerror(errno));
+        if (rc != 0)
+            return -1;
+        c->runs[ph]++;
+        return 0;
     }
     if (c->gexec[ph]) {
         cudaError_t rc = cudaGraphLaunch(c->gexec[ph], c->stream);

@@ -389,7 +389,11 @@ static int open_executor(trainer_t *T, ft_err_t *e)
         return -1;
     if (notice[0])
         fprintf(stderr, "ftrun: notice: %s\n", notice);
-    return cuda ? rt_exec_open_cuda(&T->x, T->p, e) : rt_exec_open_cpu(&T->x, &T->p->g, e);
+    if (!cuda && T->o->profile)
+        return ft_fail(e, "--profile times GPU kernels; this run is on the CPU");
+    int rc = cuda ? rt_exec_open_cuda(&T->x, T->p, e) : rt_exec_open_cpu(&T->x, &T->p->g, e);
+    T->x.profile = T->o->profile;
+    return rc;
 }
 
 static void trainer_free(trainer_t *T)

@@ -17,6 +17,8 @@ typedef struct {
                                 every gradient buffer (grad:<weight>, F32 sums over the step's target
                                 tokens), loss_sum (F64 [1]) and target_tokens (I64 [1]) to this
                                 safetensors file; NULL = no dump */
+    const char *profile;     /* CUDA: time every node of the third step, launch by launch, and append
+                                a line per node and a per-op summary to this file; NULL = off */
 } rt_train_opts_t;
 
 /* 0: done (or stopped as --stop-after asked); 1: interrupted by a signal, with a

@@ -138,11 +138,80 @@ static void check_pipeline_grads_match(void)
     CHECK_MSG(first[0] == first[1] && first[0] != 0, "recompute changed a gradient: %.17g vs %.17g", first[0], first[1]);
 }
 
+/* Runs the pipeline with or without the fuse pass and returns the graph's float64 values. */
+static double **pipeline_values(ir_graph_t *g, const char *tuner, bool fuse, int *nfused)
+{
+    ft_config_t c;
+    build_config(&c, tuner, "full");
+    ir_graph_init(g);
+    model_manifest_t m = {0};
+    ft_err_t e;
+    pass_ctx_t ctx = {.cfg = &c};
+    CHECK(model_build(&c, g, &m, &e) == 0);
+    for (const pass_t *p = pass_pipeline; p->name; p++)
+        if (fuse || strcmp(p->name, "fuse") != 0)
+            CHECK_MSG(p->run(g, &ctx, &e) == 0, "%s: %s", p->name, e.msg);
+    *nfused = 0;
+    for (int i = 0; i < g->n; i++)
+        *nfused += g->t[i].op == OP_MATMUL && g->t[i].nsrc == 3;
+    widen_to_f64(g);
+    double **vals = calloc((size_t)g->n, sizeof *vals);
+    fd_rng_ = 777;
+    fill_inputs(g, vals);
+    CHECK(ir_eval_f64(g, vals, &e) == 0);
+    model_manifest_free(&m);
+    return vals;
+}
+
+static void free_values(ir_graph_t *g, double **vals)
+{
+    ir_eval_free(g, vals);
+    for (int i = 0; i < g->n; i++)
+        if (g->t[i].op == OP_LEAF)
+            free(vals[i]);
+    free(vals);
+    ir_graph_free(g);
+}
+
+/* pass_fuse folds adds into matmuls (beta = 1): the loss and every gradient must stay what
+ * the unfused graph computes, up to float64 reassociation. */
+static void check_fuse_matches(const char *tuner)
+{
+    ir_graph_t g0, g1;
+    int n0, n1;
+    double **v0 = pipeline_values(&g0, tuner, false, &n0), **v1 = pipeline_values(&g1, tuner, true, &n1);
+    CHECK_MSG(n0 == 0 && n1 > 0, "%s: %d fused matmuls without the pass, %d with it", tuner, n0, n1);
+    CHECK_MSG(g1.n < g0.n, "%s: fusing left %d nodes of %d", tuner, g1.n, g0.n);
+    int compared = 0;
+    for (int i = 0; i < g0.n; i++) {
+        const ir_tensor_t *t = &g0.t[i];
+        if (!(t->flags & IR_FLAG_LOSS) && t->role != IR_GRAD)
+            continue;
+        int j = ir_find(&g1, t->name);
+        CHECK_MSG(j >= 0, "%s: '%s' missing after fusion", tuner, t->name);
+        if (j < 0)
+            continue;
+        double d = 0, ref = 0;
+        for (int64_t k = 0; k < ir_numel(t); k++) {
+            d += (v0[i][k] - v1[j][k]) * (v0[i][k] - v1[j][k]);
+            ref += v0[i][k] * v0[i][k];
+        }
+        CHECK_MSG(d <= 1e-24 * ref, "%s: '%s' differs after fusion: %.3g relative", tuner, t->name,
+                  ref > 0 ? sqrt(d / ref) : sqrt(d));
+        compared++;
+    }
+    CHECK(compared > 4);
+    free_values(&g0, v0);
+    free_values(&g1, v1);
+}
+
 int main(void)
 {
     check_model("lora", "none");
     check_model("full", "none");
     check_model("lora", "full");
     check_pipeline_grads_match();
+    check_fuse_matches("lora");
+    check_fuse_matches("full");
     return CHECK_DONE();
 }

@@ -146,6 +146,16 @@ static void fd_matmul(void)
                 snprintf(label, sizeof label, "matmul%s ta=%d tb=%d", batched ? " batched" : "", ta, tb);
                 fx_fd(&f, y, label);
                 fx_free(&f);
+                /* with an addend (what pass_fuse makes of add(x, a·b)) */
+                fx_init(&f);
+                int64_t sc[3] = {B};
+                sc[r] = M, sc[r + 1] = N;
+                a = fx_leaf(&f, IR_F64, nd, sa), b = fx_leaf(&f, IR_F64, nd, sb);
+                int c = fx_leaf(&f, IR_F64, nd, sc);
+                y = ir_matmul_add(&f.g, a, b, ta, tb, c);
+                snprintf(label, sizeof label, "matmul+c%s ta=%d tb=%d", batched ? " batched" : "", ta, tb);
+                fx_fd(&f, y, label);
+                fx_free(&f);
             }
 }
 
@@ -604,6 +614,8 @@ static void test_shape_errors(void)
         {"matmul ndim", OP_MATMUL, 2, {0, 5}, {0}, {0}, "3-D"},
         {"matmul batch", OP_MATMUL, 2, {5, 6}, {0}, {0}, "batch"},
         {"matmul flag", OP_MATMUL, 2, {0, 1}, {2, 0}, {0}, "0 or 1"},
+        {"matmul addend shape", OP_MATMUL, 3, {0, 1, 0}, {0, 0}, {0}, "differ in shape"},
+        {"matmul addend dtype", OP_MATMUL, 3, {3, 3, 0}, {0, 1}, {0}, "addend"},
         {"embed ids", OP_EMBED, 2, {0, 0}, {0}, {0}, "i32"},
         {"embed table", OP_EMBED, 2, {5, 7}, {0}, {0}, "2-D"},
         {"embed_bwd", OP_EMBED_BWD, 2, {7, 5}, {10}, {0}, "plus one"},

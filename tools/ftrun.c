@@ -9,8 +9,11 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: ftrun PLAN.bin [--device auto|cpu|cuda] [--steps N] [--data FILE.tok] [--out DIR]\n"
                "             [--resume DIR] [--stop-after N] [--eval] [--quiet] [--dump-grads FILE.safetensors]\n"
+               "             [--profile FILE]\n"
                "  --dump-grads FILE  after the first step's micro-batches, write every gradient (grad:<weight>, F32\n"
-               "                     sums over the step's target tokens), loss_sum and target_tokens to FILE\n");
+               "                     sums over the step's target tokens), loss_sum and target_tokens to FILE\n"
+               "  --profile FILE     (GPU) time every node of the third step launch by launch; append one line per\n"
+               "                     node and a per-op summary (ms, share, TFLOP/s, GB/s) to FILE\n");
 }
 
 static int parse_i64(const char *s, int64_t *v)
@@ -52,6 +55,8 @@ static int parse_args(int argc, char **argv, run_args_t *a)
             a->o.resume_dir = v;
         else if (strcmp(s, "--dump-grads") == 0 && v)
             a->o.dump_grads = v;
+        else if (strcmp(s, "--profile") == 0 && v)
+            a->o.profile = v;
         else {
             used = 0;
             if (strcmp(s, "--eval") == 0)

@@ -361,6 +361,19 @@ static void cases_matmul(env_t *env)
         begin(&c, tol_of(dt), "matmul lm-head nt 512x64 . 258x64^T");
         int a = leaf(&c, "a", dt, DIMS(512, 64), -1, 1), b = leaf(&c, "b", dt, DIMS(258, 64), -1, 1);
         run_case(env, &c, ir_matmul(&c.g, a, b, false, true));
+        /* with an addend (pass_fuse): cuBLASLt's beta = 1 into a separate output */
+        for (int ta = 0; ta < 2; ta++) {
+            begin(&c, tol_of(dt), "matmul+addend %cn M96 K64 N172", ta ? 't' : 'n');
+            int a2 = ta ? leaf(&c, "a", dt, DIMS(64, 96), -1, 1) : leaf(&c, "a", dt, DIMS(96, 64), -1, 1);
+            int b2 = leaf(&c, "b", dt, DIMS(64, 172), -1, 1), c2 = leaf(&c, "c", dt, DIMS(96, 172), -4, 4);
+            run_case(env, &c, ir_matmul_add(&c.g, a2, b2, ta, false, c2));
+        }
+        begin(&c, tol_of(dt), "matmul+addend batched nt B4 M64 K32 N48");
+        {
+            int a2 = leaf(&c, "a", dt, DIMS(4, 64, 32), -1, 1), b2 = leaf(&c, "b", dt, DIMS(4, 48, 32), -1, 1);
+            int c2 = leaf(&c, "c", dt, DIMS(4, 64, 48), -4, 4);
+            run_case(env, &c, ir_matmul_add(&c.g, a2, b2, false, true, c2));
+        }
         begin(&c, tol_of(dt), "matmul lora-grad tn 512x8^T . 512x64");
         a = leaf(&c, "a", dt, DIMS(512, 8), -1, 1);
         b = leaf(&c, "b", dt, DIMS(512, 64), -1, 1);
