@@ -105,10 +105,12 @@ static void check_model(const char *tuner, const char *recompute)
  * scheduler must leave the loss's gradient unchanged. */
 static void check_pipeline_grads_match(void)
 {
-    double first[2] = {0, 0};
-    for (int r = 0; r < 2; r++) {
+    static const char *const modes[3] = {"none", "full", "selective"};
+    double first[3] = {0, 0, 0};
+    int clones[3] = {0, 0, 0}, attn_clones[3] = {0, 0, 0};
+    for (int r = 0; r < 3; r++) {
         ft_config_t c;
-        build_config(&c, "full", r ? "full" : "none");
+        build_config(&c, "full", modes[r]);
         ir_graph_t g;
         ir_graph_init(&g);
         model_manifest_t m = {0};
@@ -116,6 +118,11 @@ static void check_pipeline_grads_match(void)
         pass_ctx_t ctx = {.cfg = &c};
         CHECK(model_build(&c, &g, &m, &e) == 0);
         CHECK_MSG(pass_run_all(&g, &ctx, &e) == 0, "%s", e.msg);
+        for (int i = 0; i < g.n; i++)
+            if (g.t[i].flags & IR_FLAG_RECOMPUTE) {
+                clones[r]++;
+                attn_clones[r] += g.t[i].op == OP_ATTN || g.t[i].op == OP_ATTN_LSE;
+            }
         widen_to_f64(&g);
         double **vals = calloc((size_t)g.n, sizeof *vals);
         fd_rng_ = 12345;
@@ -135,7 +142,12 @@ static void check_pipeline_grads_match(void)
         model_manifest_free(&m);
         ir_graph_free(&g);
     }
-    CHECK_MSG(first[0] == first[1] && first[0] != 0, "recompute changed a gradient: %.17g vs %.17g", first[0], first[1]);
+    CHECK_MSG(first[0] == first[1] && first[0] == first[2] && first[0] != 0,
+              "recompute changed a gradient: none %.17g, full %.17g, selective %.17g", first[0], first[1], first[2]);
+    /* selective recomputes less than full, and never attention */
+    CHECK_MSG(clones[0] == 0 && clones[2] > 0 && clones[2] < clones[1] && attn_clones[1] > 0 && attn_clones[2] == 0,
+              "clones: none %d, full %d (%d attention), selective %d (%d attention)", clones[0], clones[1],
+              attn_clones[1], clones[2], attn_clones[2]);
 }
 
 /* Runs the pipeline with or without the fuse pass and returns the graph's float64 values. */
@@ -210,6 +222,7 @@ int main(void)
     check_model("lora", "none");
     check_model("full", "none");
     check_model("lora", "full");
+    check_model("lora", "selective");
     check_pipeline_grads_match();
     check_fuse_matches("lora");
     check_fuse_matches("full");
