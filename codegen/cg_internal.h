@@ -25,7 +25,13 @@ extern const int cg_nembedded;
  * source as #defines, so the two cannot drift apart. */
 #define CG_EW_THREADS 256        /* elementwise, movement, rope, embed_bwd */
 #define CG_EW_MAX_BLOCKS (1u << 20)
-#define CG_ONE_THREADS 1024      /* single-block reductions */
+#define CG_RED_THREADS 256       /* sum, mean, sumsq: both kernels' blocks */
+#define CG_RED_MAX_BLOCKS 1024   /* sum, mean, sumsq: most partials */
+#define CG_RED_PER_THREAD 32     /* sum, mean, sumsq: fewest elements per thread of the first kernel */
+#define CG_FIN_THREADS 1024      /* xent's second kernel, embed_bwd's first: one block */
+#define CG_RBW_ROWS 32           /* rmsnorm_bwd_w: fewest rows per chunk */
+#define CG_RBW_MAX_CHUNKS 512    /* rmsnorm_bwd_w: most row chunks (partial rows in scratch) */
+#define CG_RBW_FIN_THREADS 256   /* rmsnorm_bwd_w's second kernel: a thread per column */
 #define CG_ATT_THREADS 128       /* attention: 4 warps, 8 rows of a tile each */
 #define CG_ATT_TILE 32           /* attention: query rows or keys per tile */
 #define CG_ATT_MAX_DH 256        /* attention: head dims, at most 8 per lane */
@@ -49,8 +55,13 @@ int cg_kernel_name(const ir_graph_t *g, int id, char name[CG_NAME_MAX], ft_err_t
 int cg_kernel_names(const ir_graph_t *g, char ***names, int *n, ft_err_t *e);
 void cg_names_free(char **names, int n);
 
-/* Kind, grid, block and dynamic shared memory of scheduled node `id` on target (the kernel
- * index is left -1); -1 with a message when the shapes exceed what the kernels support. */
+/* The entry point of the second kernel of a two-stage node (the first's name + "_s2"), or
+ * -1 with a message when the node's op runs one kernel. */
+int cg_kernel_name2(const ir_graph_t *g, int id, char name[CG_NAME_MAX], ft_err_t *e);
+
+/* Kind, grid, block, dynamic shared memory and scratch of scheduled node `id` on target;
+ * a second kernel, where the op has one, is marked by a non-zero grid2 (both kernel
+ * indices are left -1); -1 with a message when the shapes exceed what the kernels support. */
 int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l, ft_err_t *e);
 
 /* NVRTC: the source compiled for target into a cubin (malloc'd); on failure the message

@@ -7,6 +7,7 @@
 #define FTC_CODEGEN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../ir/ir.h"
 #include "kernel_abi.h"
@@ -18,12 +19,20 @@ typedef enum {
     CG_KIND_COUNT
 } cg_kind_t;
 
+/* A node's launches: one kernel, or two run back to back on the same argument block (the
+ * two-stage ops: a first kernel that spreads the work over the GPU and leaves partial
+ * results in the executor's scratch buffer, then a second that combines them in a fixed
+ * order; or, for embed_bwd, an index of the ids, then the sums). */
 typedef struct {
     int node;                  /* graph id of the scheduled node */
     cg_kind_t kind;
     int kernel;                /* CG_KERNEL: index into cg_module_t.names */
     unsigned grid[3], block[3];
     unsigned smem;             /* dynamic shared memory bytes */
+    int kernel2;               /* the second kernel, run right after the first; -1: none */
+    unsigned grid2[3], block2[3];
+    unsigned smem2;
+    uint64_t scratch;          /* bytes of the executor's scratch buffer the kernels use (kernel_abi.h) */
 } cg_launch_t;
 
 typedef struct {

@@ -6,10 +6,17 @@
  * library at build time (cmake/embed.cmake). A graph's source is a preamble of constants,
  * the templates, and one `extern "C"` entry point per distinct (op, input dtypes, output
  * dtype) the schedule uses, named ftk_<op>_<dtypes> and instantiating ftk::<template> with
- * those storage types. Entry points are sorted by name and nothing else of the graph
- * enters the text, so the same kernel set always gives the same bytes and graphs that use
- * the same kernels share one compile-cache entry. Matmuls are not kernels (the runtime runs
- * them through cuBLASLt); reshapes and leaves run nothing. */
+ * those storage types (two for the two-stage ops, the second named ftk_<op>_<dtypes>_s2).
+ * Entry points are sorted by name and nothing else of the graph enters the text, so the
+ * same kernel set always gives the same bytes and graphs that use the same kernels share
+ * one compile-cache entry. Matmuls are not kernels (the runtime runs them through
+ * cuBLASLt); reshapes and leaves run nothing.
+ *
+ * The two-stage ops (sum, mean, sumsq, xent, rmsnorm_bwd_w, embed_bwd) spread their work
+ * over the GPU without float atomics: the first kernel writes partial results to the
+ * executor's scratch buffer (kernel_abi.h) in a layout fixed by its grid, the second
+ * combines them in a fixed order, so every run gives the same bits. The record says how
+ * many scratch bytes the pair needs. */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,19 +30,23 @@ typedef enum {
     SH_NONE,      /* not a kernel */
     SH_EW,        /* CG_EW_THREADS threads, a grid over the output's elements */
     SH_ROWS,      /* one block per row of input 0's last extent */
-    SH_ONE,       /* one block of CG_ONE_THREADS: deterministic reduction to a scalar */
+    SH_REDUCE,    /* sum, mean, sumsq: G blocks of slices, then one block adds the G partials */
+    SH_XENT,      /* a block per row of logits, then one block adds the rows */
+    SH_RBW,       /* rmsnorm_bwd_w: (row chunks, column groups), then a thread per column */
     SH_TINY,      /* one warp: a scalar computed by one thread */
     SH_ROPE,      /* a grid over (token, rotation pair), inverse frequencies in shared memory */
-    SH_EMBED_BWD, /* grid (V, column groups) */
+    SH_EMBED_BWD, /* one block indexes the ids, then grid (V, column groups) */
     SH_ATTN,      /* attn, attn_lse: grid (query tiles, Hq, B) */
     SH_ATTN_BWD,  /* dq as attn; dk and dv grid (key tiles, Hkv, B) */
     SH_WARP_ROWS, /* CG_EW_THREADS threads, a warp per row of input 0's last extent */
 } shape_t;
 
 typedef struct {
-    const char *tmpl; /* function template in namespace ftk; NULL: no kernel */
+    const char *tmpl;  /* function template in namespace ftk; NULL: no kernel */
     shape_t shape;
-    unsigned bounds;  /* __launch_bounds__ of the entry point: the largest block it is given */
+    unsigned bounds;   /* __launch_bounds__ of the entry point: the largest block it is given */
+    const char *tmpl2; /* two-stage ops: the second kernel's template (entry point name + "_s2") */
+    unsigned bounds2;
 } cg_op_t;
 
 _Static_assert(OP_COUNT == 36, "a new op needs its kernel (or NULL) in codegen/emit.c's ops[]");
@@ -44,7 +55,7 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_LEAF] = {NULL, SH_NONE, 0},
     [OP_FILL] = {"fill", SH_EW, CG_EW_THREADS},
     [OP_EMBED] = {"embed", SH_EW, CG_EW_THREADS},
-    [OP_EMBED_BWD] = {"embed_bwd", SH_EMBED_BWD, CG_EW_THREADS},
+    [OP_EMBED_BWD] = {"embed_bwd_index", SH_EMBED_BWD, CG_FIN_THREADS, "embed_bwd", CG_EW_THREADS},
     [OP_MATMUL] = {NULL, SH_NONE, 0},
     [OP_ADD] = {"add", SH_EW, CG_EW_THREADS},
     [OP_MUL] = {"mul", SH_EW, CG_EW_THREADS},
@@ -57,7 +68,7 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_CONCAT] = {"concat", SH_EW, CG_EW_THREADS},
     [OP_RMSNORM] = {"rmsnorm", SH_ROWS, 1024},
     [OP_RMSNORM_BWD_X] = {"rmsnorm_bwd_x", SH_ROWS, 1024},
-    [OP_RMSNORM_BWD_W] = {"rmsnorm_bwd_w", SH_ONE, CG_ONE_THREADS},
+    [OP_RMSNORM_BWD_W] = {"rmsnorm_bwd_w_part", SH_RBW, 1024, "rmsnorm_bwd_w_fin", CG_RBW_FIN_THREADS},
     [OP_ROPE] = {"rope", SH_ROPE, CG_EW_THREADS},
     [OP_SILU] = {"silu", SH_EW, CG_EW_THREADS},
     [OP_SILU_BWD] = {"silu_bwd", SH_EW, CG_EW_THREADS},
@@ -66,12 +77,12 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_SWIGLU_BWD_U] = {"swiglu_bwd_u", SH_EW, CG_EW_THREADS},
     [OP_ATTN] = {"attn", SH_ATTN, CG_ATT_THREADS},
     [OP_ATTN_BWD] = {"attn_bwd", SH_ATTN_BWD, CG_ATT_THREADS},
-    [OP_XENT] = {"xent", SH_ONE, CG_ONE_THREADS},
+    [OP_XENT] = {"xent_rows", SH_XENT, 1024, "xent_fin", CG_FIN_THREADS},
     [OP_XENT_BWD] = {"xent_bwd", SH_ROWS, 1024},
-    [OP_SUM] = {"sum", SH_ONE, CG_ONE_THREADS},
-    [OP_MEAN] = {"mean", SH_ONE, CG_ONE_THREADS},
+    [OP_SUM] = {"sum_part", SH_REDUCE, CG_RED_THREADS, "sum_fin", CG_RED_THREADS},
+    [OP_MEAN] = {"mean_part", SH_REDUCE, CG_RED_THREADS, "mean_fin", CG_RED_THREADS},
     [OP_DROPOUT] = {"dropout", SH_EW, CG_EW_THREADS},
-    [OP_SUMSQ] = {"sumsq", SH_ONE, CG_ONE_THREADS},
+    [OP_SUMSQ] = {"sumsq_part", SH_REDUCE, CG_RED_THREADS, "sumsq_fin", CG_RED_THREADS},
     [OP_ACC] = {"acc", SH_EW, CG_EW_THREADS},
     [OP_GNORM] = {"gnorm", SH_TINY, 32},
     [OP_ADAMW] = {"adamw", SH_EW, CG_EW_THREADS},
@@ -102,11 +113,11 @@ cg_kind_t cg_op_kind(ir_op_t op)
     return ops[op].tmpl ? CG_KERNEL : CG_NOP;
 }
 
-static const char *template_of(const ir_tensor_t *t)
+static const char *template_of(const ir_tensor_t *t, int stage)
 {
     if (t->op == OP_FILL && t->nsrc == 0)
         return "fill_const";
-    return ops[t->op].tmpl;
+    return stage == 1 ? ops[t->op].tmpl2 : ops[t->op].tmpl;
 }
 
 /* ---- a growable string ---- */
@@ -154,11 +165,14 @@ static void sb_printf(sbuf_t *b, const char *fmt, ...)
 
 /* ---- entry points ---- */
 
-int cg_kernel_name(const ir_graph_t *g, int id, char name[CG_NAME_MAX], ft_err_t *e)
+/* stage 0: the node's (first) kernel; 1: the second kernel of a two-stage op. */
+static int entry_name(const ir_graph_t *g, int id, int stage, char name[CG_NAME_MAX], ft_err_t *e)
 {
     const ir_tensor_t *t = &g->t[id];
     if (!ops[t->op].tmpl)
         return ft_fail(e, "node %d '%s' (%s) runs no generated kernel", id, t->name, ir_ops[t->op]->name);
+    if (stage == 1 && !ops[t->op].tmpl2)
+        return ft_fail(e, "node %d '%s' (%s) runs one kernel", id, t->name, ir_ops[t->op]->name);
     size_t n = (size_t)snprintf(name, CG_NAME_MAX, "ftk_%s", ir_ops[t->op]->name);
     for (int s = 0; s <= t->nsrc; s++) {
         const ir_tensor_t *x = s < t->nsrc ? &g->t[t->src[s]] : t;
@@ -169,14 +183,27 @@ int cg_kernel_name(const ir_graph_t *g, int id, char name[CG_NAME_MAX], ft_err_t
             break;
         n += (size_t)snprintf(name + n, CG_NAME_MAX - n, "_%s", ir_dtype_name(x->dtype));
     }
+    if (stage == 1 && n < CG_NAME_MAX)
+        n += (size_t)snprintf(name + n, CG_NAME_MAX - n, "_s2");
     if (n >= CG_NAME_MAX)
         return ft_fail(e, "node %d '%s': kernel name too long", id, t->name);
     return 0;
 }
 
+int cg_kernel_name(const ir_graph_t *g, int id, char name[CG_NAME_MAX], ft_err_t *e)
+{
+    return entry_name(g, id, 0, name, e);
+}
+
+int cg_kernel_name2(const ir_graph_t *g, int id, char name[CG_NAME_MAX], ft_err_t *e)
+{
+    return entry_name(g, id, 1, name, e);
+}
+
 typedef struct {
     char name[CG_NAME_MAX];
-    int node; /* a node that uses it: its op and dtypes give the template arguments */
+    int node;  /* a node that uses it: its op and dtypes give the template arguments */
+    int stage; /* 0: the op's kernel, 1: its second kernel */
 } entry_t;
 
 static int cmp_entry(const void *a, const void *b) { return strcmp(((const entry_t *)a)->name, ((const entry_t *)b)->name); }
@@ -188,7 +215,7 @@ static int collect(const ir_graph_t *g, entry_t **out, int *nout, ft_err_t *e)
     *nout = 0;
     if (g->nsched > 0 && !g->sched)
         return ft_fail(e, "codegen: the graph has no schedule (run the pass pipeline first)");
-    entry_t *en = ft_xmalloc((size_t)(g->nsched > 0 ? g->nsched : 1) * sizeof *en);
+    entry_t *en = ft_xmalloc((size_t)(g->nsched > 0 ? 2 * g->nsched : 1) * sizeof *en);
     int n = 0;
     for (int k = 0; k < g->nsched; k++) {
         int id = g->sched[k];
@@ -198,11 +225,14 @@ static int collect(const ir_graph_t *g, entry_t **out, int *nout, ft_err_t *e)
         }
         if (cg_op_kind(g->t[id].op) != CG_KERNEL)
             continue;
-        if (cg_kernel_name(g, id, en[n].name, e) != 0) {
-            free(en);
-            return -1;
+        for (int stage = 0; stage < (ops[g->t[id].op].tmpl2 ? 2 : 1); stage++) {
+            if (entry_name(g, id, stage, en[n].name, e) != 0) {
+                free(en);
+                return -1;
+            }
+            en[n].stage = stage;
+            en[n++].node = id;
         }
-        en[n++].node = id;
     }
     qsort(en, (size_t)n, sizeof *en, cmp_entry);
     int u = 0;
@@ -274,8 +304,8 @@ static void emit_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en)
 {
     const ir_tensor_t *t = &g->t[en->node];
     sb_printf(b, "extern \"C\" __global__ void __launch_bounds__(%u) %s(const __grid_constant__ ftk_args_t a)\n{\n",
-              ops[t->op].bounds, en->name);
-    sb_printf(b, "    ftk::%s<", template_of(t));
+              en->stage == 1 ? ops[t->op].bounds2 : ops[t->op].bounds, en->name);
+    sb_printf(b, "    ftk::%s<", template_of(t, en->stage));
     for (int s = 0; s < t->nsrc; s++)
         sb_printf(b, "%s, ", cxx_type[g->t[t->src[s]].dtype]);
     sb_printf(b, "%s>(a);\n}\n\n", cxx_type[t->dtype]);
@@ -335,6 +365,17 @@ static void set_1d(cg_launch_t *l, unsigned grid, unsigned threads)
 {
     l->grid[0] = grid;
     l->block[0] = threads;
+}
+
+/* The second kernel of a two-stage node, and the scratch bytes the pair uses. */
+static void set_2nd(cg_launch_t *l, unsigned gx, unsigned gy, unsigned threads, int64_t scratch_data)
+{
+    l->grid2[0] = gx;
+    l->grid2[1] = gy;
+    l->grid2[2] = 1;
+    l->block2[0] = threads;
+    l->block2[1] = l->block2[2] = 1;
+    l->scratch = (uint64_t)(FTK_SCRATCH_HEAD + scratch_data);
 }
 
 /* Dynamic shared memory of an attention kernel (attention.cuh's `shared:` line): tiles of
@@ -405,7 +446,7 @@ int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l
     memset(l, 0, sizeof *l);
     l->node = id;
     l->kind = cg_op_kind(t->op);
-    l->kernel = -1;
+    l->kernel = l->kernel2 = -1;
     if (l->kind != CG_KERNEL)
         return 0;
     const ir_tensor_t *x = t->nsrc > 0 ? &g->t[t->src[0]] : t;
@@ -420,9 +461,29 @@ int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l
         set_1d(l, clamp_u(ir_numel(x) / d, INT32_MAX), row_threads(d));
         break;
     }
-    case SH_ONE:
-        set_1d(l, 1, CG_ONE_THREADS);
+    case SH_REDUCE: { /* G slices of at least CG_RED_PER_THREAD elements a thread */
+        int64_t nb = ceil_div(ir_numel(x), (int64_t)CG_RED_THREADS * CG_RED_PER_THREAD);
+        unsigned parts = clamp_u(nb, CG_RED_MAX_BLOCKS);
+        set_1d(l, parts, CG_RED_THREADS);
+        set_2nd(l, 1, 1, CG_RED_THREADS, (int64_t)parts * 8);
         break;
+    }
+    case SH_XENT: {
+        int64_t rows = x->shape[0], nv = x->shape[1];
+        set_1d(l, clamp_u(rows, INT32_MAX), row_threads(nv));
+        set_2nd(l, 1, 1, CG_FIN_THREADS, rows * 8);
+        break;
+    }
+    case SH_RBW: { /* a thread per CG_RBW_COLS columns up to 1024 threads, chunks of rows */
+        int64_t d = x->ndim > 0 ? x->shape[x->ndim - 1] : 1, rows = ir_numel(x) / d;
+        unsigned threads = 32u * clamp_u(ceil_div(ceil_div(d, CG_RBW_COLS), 32), 32);
+        unsigned chunks = clamp_u(ceil_div(rows, CG_RBW_ROWS), CG_RBW_MAX_CHUNKS);
+        set_1d(l, chunks, threads);
+        l->grid[1] = clamp_u(ceil_div(d, (int64_t)threads * CG_RBW_COLS), 65535);
+        set_2nd(l, clamp_u(ceil_div(d, CG_RBW_FIN_THREADS), CG_EW_MAX_BLOCKS), 1, CG_RBW_FIN_THREADS,
+                (int64_t)chunks * d * 4);
+        break;
+    }
     case SH_TINY:
         set_1d(l, 1, 32);
         break;
@@ -432,9 +493,11 @@ int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l
         l->smem = (unsigned)(half * 8);
         break;
     }
-    case SH_EMBED_BWD:
-        set_1d(l, clamp_u(t->shape[0], INT32_MAX), CG_EW_THREADS);
-        l->grid[1] = clamp_u(ceil_div(t->shape[1], (int64_t)CG_EW_THREADS * CG_EBW_COLS), 65535);
+    case SH_EMBED_BWD: /* the index of the ids (V bucket ends, T rows), then the sums */
+        set_1d(l, 1, CG_FIN_THREADS);
+        set_2nd(l, clamp_u(t->shape[0], INT32_MAX),
+                clamp_u(ceil_div(t->shape[1], (int64_t)CG_EW_THREADS * CG_EBW_COLS), 65535), CG_EW_THREADS,
+                4 * (t->shape[0] + ir_numel(x)));
         break;
     case SH_WARP_ROWS: {
         int64_t d = x->ndim > 0 ? x->shape[x->ndim - 1] : 1, warps = CG_EW_THREADS / 32;
@@ -502,6 +565,13 @@ static int build(const ir_graph_t *g, const char *target, const char *cache_dir,
             return -1;
         }
         l->kernel = find_name(m->names, m->nnames, name);
+        if (l->grid2[0] == 0)
+            continue;
+        if (cg_kernel_name2(g, l->node, name, e) != 0) {
+            free(en);
+            return -1;
+        }
+        l->kernel2 = find_name(m->names, m->nnames, name);
     }
     char *src = emit(g, en, ne, e);
     free(en);

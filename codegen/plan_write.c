@@ -199,6 +199,13 @@ static int write_kernels(wbuf_t *w, const plan_t *p, ft_err_t *e)
         for (int k = 0; k < 3; k++)
             put_u32(w, l->block[k]);
         put_u32(w, l->smem);
+        put_i32(w, l->kernel2);
+        for (int k = 0; k < 3; k++)
+            put_u32(w, l->grid2[k]);
+        for (int k = 0; k < 3; k++)
+            put_u32(w, l->block2[k]);
+        put_u32(w, l->smem2);
+        put_u64(w, l->scratch);
     }
     return 0;
 }

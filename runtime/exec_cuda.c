@@ -1,11 +1,13 @@
 /* exec_cuda.c — the CUDA executor. Everything a step needs is prepared once, when it opens:
- * one arena allocation laid out by the memory planner, the plan's cubin loaded with
- * cudaLibraryLoadData and every kernel resolved by name, one ftk_args_t per scheduled node
- * (arena pointers, shapes, op parameters), and for every matmul a cuBLASLt descriptor,
- * its layouts and an algorithm chosen once for a fixed workspace. Running a phase is then
- * a walk over prepared records: cuLaunchKernel or cublasLtMatmul on one stream, then one
- * synchronisation. From the second run of a phase on, the walk is captured once into a
- * CUDA graph and replayed (FTC_NO_CUDA_GRAPH=1 turns that off).
+ * one arena allocation laid out by the memory planner (plus the cuBLASLt workspace and the
+ * kernels' scratch buffer, sized by the largest launch record's need), the plan's cubin
+ * loaded with cudaLibraryLoadData and every kernel resolved by name, one ftk_args_t per
+ * scheduled node (arena pointers, shapes, op parameters, the scratch pointer), and for
+ * every matmul a cuBLASLt descriptor, its layouts and an algorithm chosen once for a fixed
+ * workspace. Running a phase is then a walk over prepared records: cuLaunchKernel (twice
+ * for a two-stage node) or cublasLtMatmul on one stream, then one synchronisation. From
+ * the second run of a phase on, the walk is captured once into a CUDA graph and replayed
+ * (FTC_NO_CUDA_GRAPH=1 turns that off).
  *
  * Nothing links libcuda: cuLaunchKernel and the few other driver calls are reached through
  * cudaGetDriverEntryPointByVersion, so ftrun still starts where no driver exists. Every
@@ -93,6 +95,9 @@ typedef struct {
     int kernel; /* CG_KERNEL */
     CUfunction fn;
     unsigned grid[3], block[3], smem;
+    int kernel2; /* a second kernel run right after the first on the same args, or -1 */
+    CUfunction fn2;
+    unsigned grid2[3], block2[3], smem2;
     ftk_args_t args;
     void *params[1]; /* {&args}: every generated kernel takes the one struct by value */
     bool has_mm;
@@ -107,6 +112,8 @@ typedef struct {
     size_t arena_alloc;
     void *ws;
     size_t ws_bytes;
+    void *scratch; /* the kernels' scratch buffer (kernel_abi.h): the largest record's bytes */
+    size_t scratch_bytes;
     cudaStream_t stream;
     bool has_stream;
     cudaLibrary_t lib;
@@ -213,6 +220,13 @@ static int check_module(const ir_graph_t *g, const cg_module_t *m, ft_err_t *e)
                 if (l->grid[d] == 0 || l->block[d] == 0)
                     return ft_fail(e, "cuda: launch record %d ('%s', kernel '%s') has an empty grid or block", k,
                                    t->name, m->names[l->kernel]);
+            if (l->kernel2 < -1 || l->kernel2 >= m->nnames)
+                return ft_fail(e, "cuda: launch record %d ('%s') names second kernel %d of %d", k, t->name,
+                               l->kernel2, m->nnames);
+            for (int d = 0; d < 3 && l->kernel2 >= 0; d++)
+                if (l->grid2[d] == 0 || l->block2[d] == 0)
+                    return ft_fail(e, "cuda: launch record %d ('%s', kernel '%s') has an empty grid or block", k,
+                                   t->name, m->names[l->kernel2]);
             kernels = true;
             break;
         case CG_MATMUL:
@@ -288,6 +302,16 @@ static int alloc_memory(cu_t *c, ft_err_t *e)
     rc = cudaMalloc(&c->ws, c->ws_bytes);
     if (rc != cudaSuccess)
         return fail_rt(e, rc, "allocating the %zu-byte cuBLASLt workspace", c->ws_bytes);
+    uint64_t scratch = 0;
+    for (int k = 0; k < c->m->nlaunch; k++)
+        if (c->m->launch[k].kind == CG_KERNEL && c->m->launch[k].scratch > scratch)
+            scratch = c->m->launch[k].scratch;
+    if (scratch == 0)
+        return 0;
+    c->scratch_bytes = (size_t)(scratch + 255) / 256 * 256;
+    rc = cudaMalloc(&c->scratch, c->scratch_bytes);
+    if (rc != cudaSuccess)
+        return fail_rt(e, rc, "allocating the %zu-byte kernel scratch buffer", c->scratch_bytes);
     return 0;
 }
 
@@ -331,19 +355,21 @@ static int load_module(cu_t *c, ft_err_t *e)
      * the most any of their launches asks for */
     unsigned *need = ft_xcalloc((size_t)m->nnames, sizeof *need);
     int rc2 = 0;
-    for (int k = 0; k < m->nlaunch; k++) {
-        const cg_launch_t *l = &m->launch[k];
-        if (l->kind != CG_KERNEL)
+    for (int k = 0; k < m->nlaunch * 2 && rc2 == 0; k++) {
+        const cg_launch_t *l = &m->launch[k / 2];
+        int kern = k % 2 ? l->kernel2 : l->kernel;
+        unsigned smem = k % 2 ? l->smem2 : l->smem;
+        if (l->kind != CG_KERNEL || kern < 0)
             continue;
-        if ((int64_t)l->smem > c->gpu.smem_optin) {
+        if ((int64_t)smem > c->gpu.smem_optin) {
             char lb[256];
             rc2 = ft_fail(e, "cuda: %s asks kernel '%s' for %u bytes of shared memory; %s allows %lld per block",
-                          node_label(c, l->node, lb, sizeof lb), m->names[l->kernel], l->smem, c->gpu.name,
+                          node_label(c, l->node, lb, sizeof lb), m->names[kern], smem, c->gpu.name,
                           (long long)c->gpu.smem_optin);
             break;
         }
-        if (l->smem > need[l->kernel])
-            need[l->kernel] = l->smem;
+        if (smem > need[kern])
+            need[kern] = smem;
     }
     for (int i = 0; i < m->nnames && rc2 == 0; i++) {
         if (need[i] <= SMEM_DEFAULT_MAX)
@@ -398,6 +424,7 @@ static int build_args(cu_t *c, int id, ftk_args_t *a, ft_err_t *e)
         a->out = p;
     }
     put_shape(a, FTK_OUT, t);
+    a->scratch = c->scratch;
     a->n = (long long)ir_numel(t);
     for (int i = 0; i < FTK_MAX_PARAMS; i++) {
         a->ip[i] = (long long)t->ip[i];
@@ -529,6 +556,10 @@ static int build_steps(cu_t *c, ft_err_t *e)
         memcpy(s->grid, l->grid, sizeof s->grid);
         memcpy(s->block, l->block, sizeof s->block);
         s->smem = l->smem;
+        s->kernel2 = l->kernel2;
+        memcpy(s->grid2, l->grid2, sizeof s->grid2);
+        memcpy(s->block2, l->block2, sizeof s->block2);
+        s->smem2 = l->smem2;
         s->params[0] = &s->args;
         c->nphase[c->g->t[l->node].phase]++;
         if (l->kind == CG_NOP)
@@ -537,6 +568,7 @@ static int build_steps(cu_t *c, ft_err_t *e)
             return -1;
         if (l->kind == CG_KERNEL) {
             s->fn = c->fns[l->kernel];
+            s->fn2 = l->kernel2 >= 0 ? c->fns[l->kernel2] : NULL;
             continue;
         }
         if (!c->has_lt) {
@@ -584,6 +616,8 @@ static void cu_free(cu_t *c)
         cudaLibraryUnload(c->lib);
     if (c->ws)
         cudaFree(c->ws);
+    if (c->scratch)
+        cudaFree(c->scratch);
     if (c->arena)
         cudaFree(c->arena);
     if (c->has_stream)
@@ -606,6 +640,14 @@ static int enqueue_step(cu_t *c, cu_step_t *s, ft_err_t *e)
             return fail_drv(c, e, r, "%s: launching kernel '%s' (grid %u,%u,%u block %u,%u,%u, %u bytes shared)",
                             node_label(c, s->node, lb, sizeof lb), kernel_name(c, s), s->grid[0], s->grid[1],
                             s->grid[2], s->block[0], s->block[1], s->block[2], s->smem);
+        if (s->kernel2 >= 0) { /* the second kernel of a two-stage node: same stream, same args */
+            r = c->drv.launch(s->fn2, s->grid2[0], s->grid2[1], s->grid2[2], s->block2[0], s->block2[1], s->block2[2],
+                              s->smem2, (CUstream)c->stream, s->params, NULL);
+            if (r != CUDA_SUCCESS)
+                return fail_drv(c, e, r, "%s: launching kernel '%s' (grid %u,%u,%u block %u,%u,%u, %u bytes shared)",
+                                node_label(c, s->node, lb, sizeof lb), c->m->names[s->kernel2], s->grid2[0],
+                                s->grid2[1], s->grid2[2], s->block2[0], s->block2[1], s->block2[2], s->smem2);
+        }
     } else if (s->kind == CG_MATMUL) {
         cu_mm_t *mm = &s->mm;
         const void *alpha = mm->f64 ? (const void *)&mm->alpha64 : (const void *)&mm->alpha32;
@@ -1001,6 +1043,11 @@ int rt_exec_cuda_fill(rt_exec_t *x, int byte, ft_err_t *e)
     cudaError_t rc = cudaMemsetAsync(c->arena, byte & 0xff, c->arena_alloc, c->stream);
     if (rc != cudaSuccess)
         return fail_rt(e, rc, "filling the arena with 0x%02x", byte & 0xff);
+    if (c->scratch) { /* no kernel may rely on what an earlier node left there */
+        rc = cudaMemsetAsync(c->scratch, byte & 0xff, c->scratch_bytes, c->stream);
+        if (rc != cudaSuccess)
+            return fail_rt(e, rc, "filling the kernel scratch with 0x%02x", byte & 0xff);
+    }
     return finish(c, "filling the arena", e);
 }
 
@@ -1036,9 +1083,9 @@ int rt_exec_open_cuda_module(rt_exec_t *x, const ir_graph_t *g, const cg_module_
         nmm += c->steps[k].kind == CG_MATMUL;
     *x = (rt_exec_t){.ops = &cuda_ops, .g = g, .arena_bytes = g->arena_bytes, .impl = c};
     snprintf(x->desc, sizeof x->desc,
-             "CUDA executor on GPU %d, %.80s, %s, %d SMs: %d kernels, %d cuBLASLt matmuls, %zu-byte workspace outside "
-             "the arena, CUDA graphs %s",
-             c->gpu.index, c->gpu.name, c->gpu.arch, c->gpu.sms, m->nnames, nmm, c->ws_bytes,
+             "CUDA executor on GPU %d, %.64s, %s, %d SMs: %d kernels, %d cuBLASLt matmuls, %zu-byte workspace, "
+             "%zu-byte scratch outside the arena, CUDA graphs %s",
+             c->gpu.index, c->gpu.name, c->gpu.arch, c->gpu.sms, m->nnames, nmm, c->ws_bytes, c->scratch_bytes,
              c->graphs ? "on" : "off (FTC_NO_CUDA_GRAPH)");
     return 0;
 }

@@ -16,7 +16,8 @@
 #include "../ir/ir.h"
 
 #define PLAN_MAGIC "FTCPLAN"
-#define PLAN_VERSION 2u /* 2: attn_bwd reads the row statistics (6 inputs) */
+#define PLAN_VERSION 3u /* 2: attn_bwd reads the row statistics (6 inputs); 3: launch records
+                          * carry a second kernel and scratch bytes (80 bytes) */
 #define PLAN_HEADER_BYTES 32u
 
 typedef enum {
@@ -31,7 +32,8 @@ typedef enum {
                               padding to an 8-byte boundary, i64 count + names (u32 len + name, sorted,
                               unique), i64 count (= schedule length) + launch records (i32
                               node, u32 kind, i32 kernel or -1, u32 grid[3], u32 block[3],
-                              u32 smem) */
+                              u32 smem, i32 kernel2 or -1, u32 grid2[3], u32 block2[3],
+                              u32 smem2, u64 scratch bytes) */
 } plan_section_t;
 
 /* How a weight gets its first value. */

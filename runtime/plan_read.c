@@ -22,12 +22,13 @@
 #define WEIGHT_MIN_BYTES 20u
 #define SCHED_ENTRY_BYTES 4u
 #define KNAME_MIN_BYTES 5u   /* u32 length + at least one character */
-#define LAUNCH_BYTES 40u
+#define LAUNCH_BYTES 80u
 
 /* What a launch record may ask of the device: CUDA's limits on block and grid extents, and
  * the largest opt-in shared memory of any supported architecture (227 KB, sm_90). */
 #define MAX_BLOCK_THREADS 1024u
 #define MAX_SMEM (227u * 1024u)
+#define MAX_SCRATCH (UINT64_C(1) << 40) /* kernel scratch bytes: far past any real need */
 
 /* Largest byte size a tensor may claim: keeps ir_numel/ir_nbytes and offset + size sums far
  * from int64 overflow. */
@@ -473,9 +474,40 @@ static int read_kernel_names(const rd_t *r, cur_t *c, cg_module_t *m)
     return 0;
 }
 
+/* The geometry of one kernel launch of record k: a kernel of the module, within CUDA's
+ * limits (whole warps: the kernels use warp shuffles). */
+static int check_kernel_launch(const rd_t *r, const cg_module_t *m, const ir_tensor_t *t, int k, const char *which,
+                               int kernel, const unsigned grid[3], const unsigned block[3], unsigned smem)
+{
+    if (kernel < 0 || kernel >= m->nnames)
+        return fail(r, "kernels section: launch %d ('%s'): %skernel %d out of range (%d kernels)", k, t->name, which,
+                    kernel, m->nnames);
+    uint64_t threads = (uint64_t)block[0] * block[1] * block[2];
+    if (block[0] == 0 || block[1] == 0 || block[2] == 0 || block[2] > 64 || threads > MAX_BLOCK_THREADS ||
+        threads % 32 != 0)
+        return fail(r, "kernels section: launch %d ('%s'): %sblock %ux%ux%u is not 1..1024 threads in whole warps", k,
+                    t->name, which, block[0], block[1], block[2]);
+    if (grid[0] == 0 || grid[0] > INT32_MAX || grid[1] == 0 || grid[1] > 65535 || grid[2] == 0 || grid[2] > 65535)
+        return fail(r, "kernels section: launch %d ('%s'): %sgrid %ux%ux%u is outside CUDA's limits", k, t->name, which,
+                    grid[0], grid[1], grid[2]);
+    if (smem > MAX_SMEM)
+        return fail(r, "kernels section: launch %d ('%s'): %s%u bytes of shared memory (at most %u)", k, t->name, which,
+                    smem, MAX_SMEM);
+    return 0;
+}
+
+static bool no_geometry(const unsigned grid[3], const unsigned block[3], unsigned smem)
+{
+    bool zero = smem == 0;
+    for (int d = 0; d < 3; d++)
+        zero = zero && grid[d] == 0 && block[d] == 0;
+    return zero;
+}
+
 /* Launch record k must be for the k-th scheduled node, of the kind its op runs as; a kernel
- * launch names a kernel of the module and fits CUDA's limits (whole warps: the kernels use
- * warp shuffles); the other kinds carry no geometry. */
+ * launch names a kernel of the module and fits CUDA's limits, and so does its second kernel
+ * where it has one (none: kernel2 -1 and no second geometry); the scratch bytes are
+ * plausible; the other kinds carry no geometry and no scratch. */
 static int check_launch(const rd_t *r, const plan_t *p, const cg_launch_t *l, int k, uint32_t kind)
 {
     const ir_graph_t *g = &p->g;
@@ -489,30 +521,22 @@ static int check_launch(const rd_t *r, const plan_t *p, const cg_launch_t *l, in
     if (kind != (uint32_t)cg_op_kind(t->op))
         return fail(r, "kernels section: launch %d ('%s'): kind %u does not fit op %s", k, t->name, kind,
                     ir_ops[t->op]->name);
+    bool none2 = l->kernel2 == -1 && no_geometry(l->grid2, l->block2, l->smem2);
     if (kind != CG_KERNEL) {
-        bool zero = l->kernel == -1 && l->smem == 0;
-        for (int d = 0; d < 3; d++)
-            zero = zero && l->grid[d] == 0 && l->block[d] == 0;
-        if (!zero)
+        if (l->kernel != -1 || !no_geometry(l->grid, l->block, l->smem) || !none2 || l->scratch != 0)
             return fail(r, "kernels section: launch %d ('%s') runs no kernel but has kernel or geometry fields set", k,
                         t->name);
         return 0;
     }
-    if (l->kernel < 0 || l->kernel >= m->nnames)
-        return fail(r, "kernels section: launch %d ('%s'): kernel %d out of range (%d kernels)", k, t->name, l->kernel,
-                    m->nnames);
-    uint64_t threads = (uint64_t)l->block[0] * l->block[1] * l->block[2];
-    if (l->block[0] == 0 || l->block[1] == 0 || l->block[2] == 0 || l->block[2] > 64 || threads > MAX_BLOCK_THREADS ||
-        threads % 32 != 0)
-        return fail(r, "kernels section: launch %d ('%s'): block %ux%ux%u is not 1..1024 threads in whole warps", k,
-                    t->name, l->block[0], l->block[1], l->block[2]);
-    if (l->grid[0] == 0 || l->grid[0] > INT32_MAX || l->grid[1] == 0 || l->grid[1] > 65535 || l->grid[2] == 0 ||
-        l->grid[2] > 65535)
-        return fail(r, "kernels section: launch %d ('%s'): grid %ux%ux%u is outside CUDA's limits", k, t->name,
-                    l->grid[0], l->grid[1], l->grid[2]);
-    if (l->smem > MAX_SMEM)
-        return fail(r, "kernels section: launch %d ('%s'): %u bytes of shared memory (at most %u)", k, t->name,
-                    l->smem, MAX_SMEM);
+    if (check_kernel_launch(r, m, t, k, "", l->kernel, l->grid, l->block, l->smem) != 0)
+        return -1;
+    if (l->kernel2 == -1 && !none2)
+        return fail(r, "kernels section: launch %d ('%s') has no second kernel but second geometry set", k, t->name);
+    if (l->kernel2 != -1 && check_kernel_launch(r, m, t, k, "second ", l->kernel2, l->grid2, l->block2, l->smem2) != 0)
+        return -1;
+    if (l->scratch > MAX_SCRATCH)
+        return fail(r, "kernels section: launch %d ('%s'): %llu bytes of scratch (at most %llu)", k, t->name,
+                    (unsigned long long)l->scratch, (unsigned long long)MAX_SCRATCH);
     return 0;
 }
 
@@ -536,6 +560,13 @@ static int read_launches(const rd_t *r, cur_t *c, plan_t *p)
         for (int d = 0; d < 3; d++)
             l->block[d] = rd_u32(c);
         l->smem = rd_u32(c);
+        l->kernel2 = rd_i32(c);
+        for (int d = 0; d < 3; d++)
+            l->grid2[d] = rd_u32(c);
+        for (int d = 0; d < 3; d++)
+            l->block2[d] = rd_u32(c);
+        l->smem2 = rd_u32(c);
+        l->scratch = rd_u64(c);
         if (c->overrun)
             return fail(r, "kernels section: launch %d runs past the end of its section", k);
         if (check_launch(r, p, l, k, kind) != 0)

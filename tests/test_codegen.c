@@ -172,12 +172,39 @@ static void check_geometry(const ir_graph_t *g, const cg_launch_t *l, const char
         CHECK_MSG(l->grid[0] == (unsigned)(ir_numel(x) / last_dim(x)) && l->grid[1] == 1,
                   "%s: %s grid %u is not one block per row", what, t->name, l->grid[0]);
         break;
-    case OP_XENT:
+    case OP_XENT: /* a block per row, then one block of 1024 over the rows' doubles */
+        CHECK_MSG(l->grid[0] == (unsigned)x->shape[0] && l->kernel2 >= 0 && l->grid2[0] == 1 && l->block2[0] == 1024 &&
+                      l->scratch == (uint64_t)(FTK_SCRATCH_HEAD + 8 * x->shape[0]),
+                  "%s: %s grid %u, second grid %u block %u, scratch %llu", what, t->name, l->grid[0], l->grid2[0],
+                  l->block2[0], (unsigned long long)l->scratch);
+        break;
     case OP_SUMSQ:
     case OP_SUM:
-    case OP_MEAN:
-    case OP_RMSNORM_BWD_W:
-        CHECK_MSG(l->grid[0] == 1 && threads == 1024, "%s: %s is not one block of 1024", what, t->name);
+    case OP_MEAN: { /* slices of at least 32 elements a thread, at most 1024 of them; one block adds them */
+        int64_t parts = (ir_numel(x) + 256 * 32 - 1) / (256 * 32);
+        parts = parts < 1 ? 1 : parts > 1024 ? 1024 : parts;
+        CHECK_MSG(threads == 256 && l->grid[0] == (unsigned)parts && l->kernel2 >= 0 && l->grid2[0] == 1 &&
+                      l->block2[0] == 256 && l->scratch == (uint64_t)(FTK_SCRATCH_HEAD + 8 * parts),
+                  "%s: %s grid %u, second grid %u, scratch %llu", what, t->name, l->grid[0], l->grid2[0],
+                  (unsigned long long)l->scratch);
+        break;
+    }
+    case OP_RMSNORM_BWD_W: { /* chunks of at least 32 rows (at most 512), then a thread per column */
+        int64_t d = last_dim(x), rows = ir_numel(x) / d, chunks = (rows + 31) / 32;
+        chunks = chunks > 512 ? 512 : chunks;
+        CHECK_MSG(l->grid[0] == (unsigned)chunks && threads >= 32 && l->kernel2 >= 0 &&
+                      l->grid2[0] == (unsigned)((d + 255) / 256) && l->block2[0] == 256 &&
+                      l->scratch == (uint64_t)(FTK_SCRATCH_HEAD + 4 * chunks * d),
+                  "%s: %s grid %u, second grid %u, scratch %llu", what, t->name, l->grid[0], l->grid2[0],
+                  (unsigned long long)l->scratch);
+        break;
+    }
+    case OP_EMBED_BWD: /* one block indexes the ids, then a block per vocabulary row */
+        CHECK_MSG(l->grid[0] == 1 && threads == 1024 && l->kernel2 >= 0 && l->grid2[0] == (unsigned)t->shape[0] &&
+                      l->block2[0] == 256 &&
+                      l->scratch == (uint64_t)(FTK_SCRATCH_HEAD + 4 * (t->shape[0] + ir_numel(x))),
+                  "%s: %s grid %u, second grid %u, scratch %llu", what, t->name, l->grid[0], l->grid2[0],
+                  (unsigned long long)l->scratch);
         break;
     case OP_ATTN:
     case OP_ATTN_LSE:
@@ -235,7 +262,7 @@ static void check_module(const ir_graph_t *g, const cg_module_t *m, const char *
         CHECK_MSG(l->kind == want && cg_op_kind(t->op) == want, "%s: %s (%s) has kind %d", what, t->name,
                   ir_ops[t->op]->name, (int)l->kind);
         if (l->kind != CG_KERNEL) {
-            CHECK(l->kernel == -1);
+            CHECK(l->kernel == -1 && l->kernel2 == -1 && l->scratch == 0);
             continue;
         }
         CHECK_MSG(l->kernel >= 0 && l->kernel < m->nnames, "%s: %s kernel index %d", what, t->name, l->kernel);
@@ -250,6 +277,21 @@ static void check_module(const ir_graph_t *g, const cg_module_t *m, const char *
         CHECK_MSG(l->grid[0] >= 1 && l->grid[1] >= 1 && l->grid[2] >= 1 && l->grid[1] <= 65535 && l->grid[2] <= 65535,
                   "%s: %s grid %u,%u,%u", what, t->name, l->grid[0], l->grid[1], l->grid[2]);
         CHECK_MSG(l->smem <= limit, "%s: %s smem %u", what, t->name, l->smem);
+        /* a second kernel: the op's "_s2" entry point, within the same limits */
+        bool two = cg_kernel_name2(g, l->node, name, &e) == 0;
+        CHECK_MSG(two == (l->kernel2 >= 0), "%s: %s second kernel %d", what, t->name, l->kernel2);
+        if (two && l->kernel2 >= 0 && l->kernel2 < m->nnames) {
+            uses[l->kernel2]++;
+            CHECK(strcmp(name, m->names[l->kernel2]) == 0);
+            threads = l->block2[0] * l->block2[1] * l->block2[2];
+            CHECK_MSG(threads >= 32 && threads <= 1024 && threads % 32 == 0 && l->grid2[0] >= 1 && l->grid2[1] >= 1 &&
+                          l->grid2[2] >= 1 && l->grid2[1] <= 65535 && l->smem2 <= limit && l->scratch > 0,
+                      "%s: %s second launch %u,%u,%u x %u", what, t->name, l->grid2[0], l->grid2[1], l->grid2[2],
+                      threads);
+        } else {
+            CHECK_MSG(l->grid2[0] == 0 && l->block2[0] == 0 && l->smem2 == 0, "%s: %s second geometry", what,
+                      t->name);
+        }
         check_geometry(g, l, what);
     }
     for (int i = 0; i < m->nnames; i++)
@@ -576,6 +618,63 @@ static void test_attn_launch(void)
     }
 }
 
+/* The two-stage ops at the real workload's sizes (Llama 3 8B: 16384 tokens, vocabulary
+ * 128256, hidden 4096) and at the small sizes test_kernels uses: the whole GPU takes the
+ * first kernel, the partials fit the scratch the record asks for. */
+static void test_reduce_launch(void)
+{
+    const struct {
+        int64_t tokens, vocab, hidden;
+        /* expected: sumsq blocks; xent threads; rmsnorm_bwd_w chunks, threads, column groups;
+         * embed_bwd column groups */
+        unsigned ss_grid, xent_threads, rbw_chunks, rbw_threads, rbw_groups, ebw_groups;
+    } cases[] = {
+        {16384, 128256, 4096, 1024, 1024, 512, 512, 1, 2},
+        {300, 5000, 384, 235, 1024, 10, 64, 1, 1},
+        {3000, 258, 16384, 516, 96, 94, 1024, 2, 8},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        ir_graph_t g;
+        ir_graph_init(&g);
+        int64_t nt = cases[c].tokens, nv = cases[c].vocab, d = cases[c].hidden;
+        const int64_t lg2[2] = {nt, nv}, n1[1] = {nt}, xd[2] = {nt, d}, emb[2] = {nv, d};
+        int logits = in(&g, IR_BF16, 2, lg2), tg = in(&g, IR_I32, 1, n1), x = in(&g, IR_BF16, 2, xd);
+        int ids[4];
+        ids[0] = node(&g, OP_SUMSQ, IR_F32, 1, (int[]){in(&g, IR_BF16, 2, emb)}, NULL, NULL);
+        ids[1] = ir_xent(&g, logits, tg, -100);
+        ids[2] = node(&g, OP_RMSNORM_BWD_W, IR_BF16, 2, (int[]){x, x}, NULL, (double[]){1e-5, 0});
+        ids[3] = node(&g, OP_EMBED_BWD, IR_BF16, 2, (int[]){tg, x}, (int64_t[]){nv, 0, 0, 0}, NULL);
+        CHECK_MSG(!g.err[0], "%s", g.err);
+        schedule_all(&g);
+        cg_launch_t l[4];
+        ft_err_t e;
+        for (int i = 0; i < 4 && !g.err[0]; i++)
+            CHECK_MSG(cg_launch_of(&g, ids[i], "sm_90", &l[i], &e) == 0 && l[i].kind == CG_KERNEL &&
+                          l[i].kernel == -1 && l[i].kernel2 == -1,
+                      "case %zu op %d", c, i);
+        if (g.err[0])
+            continue;
+        CHECK_MSG(l[0].grid[0] == cases[c].ss_grid && l[0].block[0] == 256 && l[0].grid2[0] == 1 &&
+                      l[0].scratch == FTK_SCRATCH_HEAD + 8u * cases[c].ss_grid,
+                  "case %zu sumsq: grid %u scratch %llu", c, l[0].grid[0], (unsigned long long)l[0].scratch);
+        CHECK_MSG(l[1].grid[0] == (unsigned)nt && l[1].block[0] == cases[c].xent_threads && l[1].grid2[0] == 1 &&
+                      l[1].block2[0] == 1024 && l[1].scratch == (uint64_t)(FTK_SCRATCH_HEAD + 8 * nt),
+                  "case %zu xent: grid %u block %u scratch %llu", c, l[1].grid[0], l[1].block[0],
+                  (unsigned long long)l[1].scratch);
+        CHECK_MSG(l[2].grid[0] == cases[c].rbw_chunks && l[2].block[0] == cases[c].rbw_threads &&
+                      l[2].grid[1] == cases[c].rbw_groups && l[2].grid2[0] == (unsigned)((d + 255) / 256) &&
+                      l[2].scratch == (uint64_t)(FTK_SCRATCH_HEAD + 4 * (int64_t)cases[c].rbw_chunks * d),
+                  "case %zu rmsnorm_bwd_w: grid %u,%u block %u scratch %llu", c, l[2].grid[0], l[2].grid[1],
+                  l[2].block[0], (unsigned long long)l[2].scratch);
+        CHECK_MSG(l[3].grid[0] == 1 && l[3].block[0] == 1024 && l[3].grid2[0] == (unsigned)nv &&
+                      l[3].grid2[1] == cases[c].ebw_groups && l[3].block2[0] == 256 &&
+                      l[3].scratch == (uint64_t)(FTK_SCRATCH_HEAD + 4 * (nv + nt)),
+                  "case %zu embed_bwd: second grid %u,%u scratch %llu", c, l[3].grid2[0], l[3].grid2[1],
+                  (unsigned long long)l[3].scratch);
+        ir_graph_free(&g);
+    }
+}
+
 /* ftc compile --target, --emit-cuda and inspect --kernels, end to end. */
 static void test_cli(void)
 {
@@ -636,6 +735,7 @@ int main(void)
     }
     test_refusals();
     test_attn_launch();
+    test_reduce_launch();
     sh("rm -rf '%s'", cache);
     return CHECK_DONE();
 }

@@ -89,9 +89,10 @@ static void build_plan(plan_t *p)
     snprintf(p->w[1].key, sizeof p->w[1].key, "model.b");
 }
 
-/* The same plan for a GPU: a (fake) cubin whose length is not a multiple of 8, two kernels
- * and one launch record per scheduled node (matmul, add, sum). */
-static const char *const gpu_names[2] = {"ftk_add_f32_f32_f32", "ftk_sum_f32_f32"};
+/* The same plan for a GPU: a (fake) cubin whose length is not a multiple of 8, three kernels
+ * and one launch record per scheduled node (matmul, add, and sum with a second kernel and
+ * scratch). */
+static const char *const gpu_names[3] = {"ftk_add_f32_f32_f32", "ftk_sum_f32_f32", "ftk_sum_f32_f32_s2"};
 
 static void build_gpu_plan(plan_t *p)
 {
@@ -103,16 +104,25 @@ static void build_gpu_plan(plan_t *p)
     m->image_len = sizeof image;
     m->image = ft_xmalloc(sizeof image);
     memcpy(m->image, image, sizeof image);
-    m->nnames = 2;
-    m->names = ft_xmalloc(2 * sizeof *m->names);
-    for (int i = 0; i < 2; i++)
+    m->nnames = 3;
+    m->names = ft_xmalloc(3 * sizeof *m->names);
+    for (int i = 0; i < 3; i++)
         m->names[i] = ft_xstrdup(gpu_names[i]);
     m->nlaunch = 3;
     m->launch = ft_xcalloc(3, sizeof *m->launch);
-    m->launch[0] = (cg_launch_t){.node = T_H, .kind = CG_MATMUL, .kernel = -1};
-    m->launch[1] = (cg_launch_t){.node = T_A, .kind = CG_KERNEL, .kernel = 0, .grid = {1, 1, 1}, .block = {256, 1, 1}};
-    m->launch[2] = (cg_launch_t){
-        .node = T_LOSS, .kind = CG_KERNEL, .kernel = 1, .grid = {1, 1, 1}, .block = {1024, 1, 1}, .smem = 64};
+    m->launch[0] = (cg_launch_t){.node = T_H, .kind = CG_MATMUL, .kernel = -1, .kernel2 = -1};
+    m->launch[1] = (cg_launch_t){
+        .node = T_A, .kind = CG_KERNEL, .kernel = 0, .grid = {1, 1, 1}, .block = {256, 1, 1}, .kernel2 = -1};
+    m->launch[2] = (cg_launch_t){.node = T_LOSS,
+                                 .kind = CG_KERNEL,
+                                 .kernel = 1,
+                                 .grid = {1, 1, 1},
+                                 .block = {1024, 1, 1},
+                                 .smem = 64,
+                                 .kernel2 = 2,
+                                 .grid2 = {1, 1, 1},
+                                 .block2 = {256, 1, 1},
+                                 .scratch = 288};
     p->has_cuda = true;
 }
 
@@ -153,6 +163,10 @@ static void check_modules_equal(const cg_module_t *a, const cg_module_t *b)
         CHECK_MSG(x->node == y->node && x->kind == y->kind && x->kernel == y->kernel && x->smem == y->smem &&
                       memcmp(x->grid, y->grid, sizeof x->grid) == 0 && memcmp(x->block, y->block, sizeof x->block) == 0,
                   "launch %d differs", i);
+        CHECK_MSG(x->kernel2 == y->kernel2 && x->smem2 == y->smem2 && x->scratch == y->scratch &&
+                      memcmp(x->grid2, y->grid2, sizeof x->grid2) == 0 &&
+                      memcmp(x->block2, y->block2, sizeof x->block2) == 0,
+                  "launch %d's second kernel or scratch differs", i);
     }
 }
 
@@ -415,7 +429,7 @@ static void test_header_forgeries(const unsigned char *buf, size_t len)
 {
     char phrase[96];
     forge(buf, len, 0, 'X', 1, "not a plan file (bad magic)", "magic");
-    forge(buf, len, 8, 99, 4, "plan format version 99, this ftrun reads version 2: recompile the plan", "version");
+    forge(buf, len, 8, 99, 4, "plan format version 99, this ftrun reads version 3: recompile the plan", "version");
     snprintf(phrase, sizeof phrase, "truncated: header says %zu bytes, file has %zu", len + 8, len);
     forge(buf, len, 16, len + 8, 8, phrase, "size too big");
     snprintf(phrase, sizeof phrase, "trailing bytes: header says %zu bytes, file has %zu", len - 8, len);
@@ -517,8 +531,10 @@ static void test_schedule_manifest_forgeries(const unsigned char *buf, size_t le
 enum {
     K_TARGET = 4,                  /* "sm_90" after its u32 length */
     K_IMAGE_LEN = 9, K_IMAGE = 17, /* 13 bytes of image, then 2 of padding */
-    K_PAD = 30, K_NNAMES = 32, K_NAME0 = 44, K_NAME1 = 67, K_NLAUNCH = 82, K_LAUNCH = 90, K_LAUNCH_BYTES = 40,
-    L_NODE = 0, L_KIND = 4, L_KERNEL = 8, L_GRID = 12, L_BLOCK = 24, L_SMEM = 36
+    K_PAD = 30, K_NNAMES = 32, K_NAME0 = 44, K_NAME1 = 67, K_NAME2 = 86, K_NLAUNCH = 104, K_LAUNCH = 112,
+    K_LAUNCH_BYTES = 80,
+    L_NODE = 0, L_KIND = 4, L_KERNEL = 8, L_GRID = 12, L_BLOCK = 24, L_SMEM = 36,
+    L_KERNEL2 = 40, L_GRID2 = 44, L_BLOCK2 = 56, L_SMEM2 = 68, L_SCRATCH = 72
 };
 
 static void test_kernel_forgeries(const unsigned char *buf, size_t len)
@@ -526,10 +542,13 @@ static void test_kernel_forgeries(const unsigned char *buf, size_t len)
     size_t k = section_at(buf, PLAN_SEC_KERNELS);
     size_t l0 = k + K_LAUNCH, l1 = l0 + K_LAUNCH_BYTES, l2 = l1 + K_LAUNCH_BYTES;
     CHECK(get_le(buf + k, 4) == 5 && memcmp(buf + k + K_TARGET, "sm_90", 5) == 0);
-    CHECK(get_le(buf + k + K_IMAGE_LEN, 8) == 13 && get_le(buf + k + K_NNAMES, 8) == 2);
+    CHECK(get_le(buf + k + K_IMAGE_LEN, 8) == 13 && get_le(buf + k + K_NNAMES, 8) == 3);
     CHECK(memcmp(buf + k + K_NAME0, gpu_names[0], strlen(gpu_names[0])) == 0);
     CHECK(memcmp(buf + k + K_NAME1, gpu_names[1], strlen(gpu_names[1])) == 0);
+    CHECK(memcmp(buf + k + K_NAME2, gpu_names[2], strlen(gpu_names[2])) == 0);
     CHECK(get_le(buf + k + K_NLAUNCH, 8) == 3 && get_le(buf + l1 + L_NODE, 4) == T_A);
+    CHECK(get_le(buf + l1 + L_KERNEL2, 4) == 0xffffffffu && get_le(buf + l2 + L_KERNEL2, 4) == 2);
+    CHECK(get_le(buf + l2 + L_BLOCK2, 4) == 256 && get_le(buf + l2 + L_SCRATCH, 8) == 288);
 
     forge(buf, len, k + K_TARGET + 3, '8', 1, "kernels section is for 'sm_80' but the plan's target is 'sm_90'",
           "module target");
@@ -550,7 +569,7 @@ static void test_kernel_forgeries(const unsigned char *buf, size_t len)
     forge(buf, len, l1 + L_KIND, 5, 4, "launch 1 ('add.7'): kind 5 out of range", "launch kind");
     forge(buf, len, l1 + L_KIND, CG_MATMUL, 4, "kind 2 does not fit op add", "kind for op");
     forge(buf, len, l0 + L_KIND, CG_KERNEL, 4, "kind 1 does not fit op matmul", "matmul as kernel");
-    forge(buf, len, l1 + L_KERNEL, 2, 4, "launch 1 ('add.7'): kernel 2 out of range (2 kernels)", "kernel index");
+    forge(buf, len, l1 + L_KERNEL, 3, 4, "launch 1 ('add.7'): kernel 3 out of range (3 kernels)", "kernel index");
     forge(buf, len, l1 + L_KERNEL, (uint32_t)-1, 4, "kernel -1 out of range", "negative kernel index");
     forge(buf, len, l0 + L_KERNEL, 0, 4, "runs no kernel but has kernel or geometry fields set", "matmul kernel");
     forge(buf, len, l0 + L_GRID, 1, 4, "runs no kernel but has kernel or geometry fields set", "matmul grid");
@@ -563,6 +582,22 @@ static void test_kernel_forgeries(const unsigned char *buf, size_t len)
     forge(buf, len, l2 + L_GRID + 8, 70000, 4, "grid 1x1x70000 is outside", "grid z");
     forge(buf, len, l2 + L_GRID, 0x80000000u, 4, "is outside CUDA's limits", "grid x");
     forge(buf, len, l2 + L_SMEM, 1u << 20, 4, "1048576 bytes of shared memory", "smem");
+    /* the second kernel and the scratch */
+    forge(buf, len, l0 + L_KERNEL2, 0, 4, "runs no kernel but has kernel or geometry fields set", "matmul kernel2");
+    forge(buf, len, l0 + L_GRID2, 1, 4, "runs no kernel but has kernel or geometry fields set", "matmul grid2");
+    forge(buf, len, l0 + L_SCRATCH, 8, 8, "runs no kernel but has kernel or geometry fields set", "matmul scratch");
+    forge(buf, len, l1 + L_GRID2, 1, 4, "launch 1 ('add.7') has no second kernel but second geometry set",
+          "grid2 without kernel2");
+    forge(buf, len, l1 + L_SMEM2, 16, 4, "has no second kernel but second geometry set", "smem2 without kernel2");
+    forge(buf, len, l1 + L_KERNEL2, 0, 4, "launch 1 ('add.7'): second block 0x0x0 is not", "kernel2 without geometry");
+    forge(buf, len, l2 + L_KERNEL2, 3, 4, "launch 2 ('sum.8'): second kernel 3 out of range (3 kernels)",
+          "kernel2 index");
+    forge(buf, len, l2 + L_KERNEL2, (uint32_t)-2, 4, "second kernel -2 out of range", "negative kernel2 index");
+    forge(buf, len, l2 + L_BLOCK2, 100, 4, "second block 100x1x1", "partial warp 2");
+    forge(buf, len, l2 + L_GRID2, 0, 4, "second grid 0x1x1 is outside CUDA's limits", "empty grid2");
+    forge(buf, len, l2 + L_GRID2 + 4, 65536, 4, "second grid 1x65536x1", "grid2 y");
+    forge(buf, len, l2 + L_SMEM2, 1u << 20, 4, "second 1048576 bytes of shared memory", "smem2");
+    forge(buf, len, l2 + L_SCRATCH, (uint64_t)1 << 41, 8, "2199023255552 bytes of scratch (at most", "scratch");
     /* without the module a GPU plan cannot run: drop the last table entry */
     forge(buf, len, 12, 5, 4, "target sm_90 needs a kernels section, and the plan has none", "no module");
 }

@@ -296,7 +296,7 @@ static void inspect_kernels(const plan_t *p)
     for (int i = 0; i < m->nnames; i++) {
         int uses = 0;
         for (int k = 0; k < m->nlaunch; k++)
-            uses += m->launch[k].kind == CG_KERNEL && m->launch[k].kernel == i;
+            uses += m->launch[k].kind == CG_KERNEL && (m->launch[k].kernel == i || m->launch[k].kernel2 == i);
         printf("  %3d  %-44s %4d launch%s\n", i, m->names[i], uses, uses == 1 ? "" : "es");
     }
     printf("launches: %d (%d kernels, %d cuBLASLt matmuls, %d aliases that run nothing)\n", m->nlaunch,
@@ -322,6 +322,16 @@ static void inspect_kernels(const plan_t *p)
             snprintf(kcol, sizeof kcol, "%3d %s", l->kernel, strlen(kname) > 5 + oplen ? kname + 5 + oplen : kname);
         printf("  %5d %6d %-14s %-7s %-34s %-18s %-12s %6s  %s\n", k, l->node, ir_ops[t->op]->name, kinds[l->kind],
                kcol, grid, block, smem, t->name);
+        if (l->kind != CG_KERNEL || l->kernel2 < 0 || l->kernel2 >= m->nnames)
+            continue;
+        /* a two-stage node: its second kernel, and the scratch bytes the pair uses */
+        const char *k2 = m->names[l->kernel2];
+        snprintf(kcol, sizeof kcol, "%3d %s", l->kernel2, strlen(k2) > 5 + oplen ? k2 + 5 + oplen : k2);
+        snprintf(grid, sizeof grid, "%u,%u,%u", l->grid2[0], l->grid2[1], l->grid2[2]);
+        snprintf(block, sizeof block, "%u,%u,%u", l->block2[0], l->block2[1], l->block2[2]);
+        snprintf(smem, sizeof smem, "%u", l->smem2);
+        printf("  %5s %6s %-14s %-7s %-34s %-18s %-12s %6s  (scratch %llu bytes)\n", "", "", "", "then", kcol, grid,
+               block, smem, (unsigned long long)l->scratch);
     }
 }
 

@@ -3,7 +3,8 @@
  *          ftk_st, ftk_std, ftk_cvt<TO,TI> (element copy between storage types), FTK_FOR
  *          (grid-stride loop), ftk_numel, ftk_last, ftk_warp_sum, ftk_block_sum, ftk_ms
  *          (running max and scaled sum for log-sum-exp) with ftk_ms_add / ftk_ms_merge /
- *          ftk_warp_ms / ftk_block_ms, ftk_smem (the dynamic shared memory).
+ *          ftk_warp_ms / ftk_block_ms, ftk_smem (the dynamic shared memory), ftk_each (a
+ *          thread's elements of a slice, by 16-byte loads), ftk_scratch_data.
  *
  * Storage types are the ir_dtype_t ones: float (f32), __nv_bfloat16 (bf16), __half (f16) and
  * int (i32); codegen refuses f64 tensors. Every value is computed in float (double where it
@@ -91,6 +92,44 @@ __device__ __forceinline__ long long ftk_last(const ftk_args_t &a, int k)
 
 /* The dynamic shared memory of a launch (the record's smem bytes). */
 extern __shared__ __align__(16) unsigned char ftk_smem[];
+
+/* A node's data in the executor's scratch buffer, after the header (kernel_abi.h). */
+__device__ __forceinline__ void *ftk_scratch_data(const ftk_args_t &a)
+{
+    return (unsigned char *)a.scratch + FTK_SCRATCH_HEAD;
+}
+
+/* Calls f(x) for the elements of p[lo, hi) that thread t of nt takes: the elements before
+ * the first 16-byte boundary one each (t, t + nt, ...), then whole 16-byte vectors t,
+ * t + nt, ... (their elements in order), then the tail elements one each. The split and
+ * the order depend only on (p, lo, hi, t, nt), so a sum built this way is deterministic.
+ * p must be aligned to its element size (the arena guarantees it). */
+template <class T> struct alignas(16) ftk_vec16 {
+    T e[16 / sizeof(T)];
+};
+
+template <class T, class F> __device__ __forceinline__ void ftk_each(const T *p, long long lo, long long hi, int t, int nt, F f)
+{
+    constexpr int E = 16 / sizeof(T);
+    const T *q = p + lo;
+    long long n = hi - lo;
+    if (n <= 0)
+        return;
+    long long head = (long long)(((16u - ((unsigned long long)q & 15u)) & 15u) / sizeof(T));
+    head = head < n ? head : n;
+    long long nvec = (n - head) / E;
+    for (long long i = t; i < head; i += nt)
+        f(q[i]);
+    const ftk_vec16<T> *v = (const ftk_vec16<T> *)(q + head); /* T objects, read 16 bytes at a time */
+    for (long long i = t; i < nvec; i += nt) {
+        ftk_vec16<T> u = v[i];
+#pragma unroll
+        for (int k = 0; k < E; k++)
+            f(u.e[k]);
+    }
+    for (long long i = head + nvec * E + t; i < n; i += nt)
+        f(q[i]);
+}
 
 /* ---- reductions ---- */
 

@@ -1,8 +1,11 @@
 /* movement.cuh — ops that move elements without arithmetic: the embedding gather and its
  * scatter-add backward, permute, slice, slice_bwd, concat.
- * defines: ftk::embed, ftk::embed_bwd, ftk::permute, ftk::slice, ftk::slice_bwd, ftk::concat
+ * defines: ftk::embed, ftk::embed_bwd_index / embed_bwd, ftk::permute, ftk::slice,
+ *          ftk::slice_bwd, ftk::concat
  * launch:  256 threads, a grid over a.n output elements with a grid-stride loop; embed_bwd
- *          a grid (V, ceil(D / (256 * FTK_EBW_COLS))) of 256 threads.
+ *          two kernels: embed_bwd_index one block of 1024, then embed_bwd a grid
+ *          (V, ceil(D / (256 * FTK_EBW_COLS))) of 256 threads.
+ * scratch: embed_bwd: data V ints (bucket ends) then T ints (rows by id).
  * Elements are copied with ftk_cvt, exact for equal storage types (i32 included). */
 
 /* FTK_EBW_COLS (embed_bwd: output columns per thread and pass) comes from the generated
@@ -39,50 +42,144 @@ template <class TT, class TI, class TO> __device__ __forceinline__ void embed(co
 }
 
 /* (ids[...] i32, dy[..., D]) -> [V, D], rows of dy summed into the rows their ids name;
- * out-of-range ids are dropped. Deterministic and without atomics: block (v, column group)
- * scans every id, finds the rows equal to v in ascending order with warp ballots, and adds
- * those rows of dy into registers (the reference's order); each output element is written
- * once, so nothing needs zeroing first. Costs rows x V id comparisons (read from L2). */
+ * out-of-range ids are dropped. Two kernels, deterministic without float atomics.
+ *
+ * embed_bwd_index, one block: a counting sort of the ids into scratch. pos[v] (V ints)
+ * gets the histogram (integer atomics), then its exclusive prefix sum, then every row r
+ * with a valid id v is placed at order[pos[v]++] (T ints, T = number of ids). Afterwards
+ * pos[v] is the end of v's bucket and pos[v - 1] (0 for v = 0) its start. The counts are
+ * exact whatever the order of the atomics; the order of rows inside a bucket is not, so
+ * the second kernel sorts each bucket before summing.
+ *
+ * embed_bwd, grid (V, column groups): block v takes its bucket, puts its rows in ascending
+ * order (up to blockDim.x of them by rank counting in shared memory; more through a bitmap
+ * of FTK_EBW_WINDOW rows at a time, walked in order), and adds those rows of dy into
+ * registers (fp32, ascending rows: the reference's order); each output element is written
+ * once, zeros included. Work: O(T + V) for the index, O(T D + V D) for the sums. */
+#define FTK_EBW_WINDOW 32768 /* rows per bitmap pass: 4 KiB of shared memory */
+
+template <class TI, class TD, class TO> __device__ __forceinline__ void embed_bwd_index(const ftk_args_t &a)
+{
+    __shared__ int tot[32];
+    if (blockIdx.x != 0)
+        return;
+    long long nv = a.shape[FTK_OUT][0], rows = ftk_numel(a, 0);
+    const int *ids = (const int *)a.in[0];
+    int *pos = (int *)ftk_scratch_data(a), *order = pos + nv;
+    int t = threadIdx.x, nt = blockDim.x, lane = t & 31, w = t >> 5;
+    for (long long v = t; v < nv; v += nt)
+        pos[v] = 0;
+    __syncthreads();
+    for (long long r = t; r < rows; r += nt) {
+        int id = ids[r];
+        if (id >= 0 && id < nv)
+            atomicAdd(&pos[id], 1);
+    }
+    __syncthreads();
+    /* exclusive prefix sum: thread t scans a contiguous segment, the segment totals are
+     * scanned across the block (warps, then the warp totals), then the segments rewritten */
+    long long seg = (nv + nt - 1) / nt, lo = (long long)t * seg, hi = lo + seg;
+    lo = lo < nv ? lo : nv;
+    hi = hi < nv ? hi : nv;
+    int mine = 0;
+    for (long long v = lo; v < hi; v++)
+        mine += pos[v];
+    int incl = mine;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int u = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o)
+            incl += u;
+    }
+    if (lane == 31)
+        tot[w] = incl;
+    __syncthreads();
+    int before = 0;
+    for (int u = 0; u < w; u++)
+        before += tot[u];
+    int run = before + incl - mine;
+    for (long long v = lo; v < hi; v++) {
+        int c = pos[v];
+        pos[v] = run;
+        run += c;
+    }
+    __syncthreads();
+    for (long long r = t; r < rows; r += nt) {
+        int id = ids[r];
+        if (id >= 0 && id < nv)
+            order[atomicAdd(&pos[id], 1)] = (int)r;
+    }
+}
+
 template <class TI, class TD, class TO> __device__ __forceinline__ void embed_bwd(const ftk_args_t &a)
 {
-    __shared__ unsigned int hits[32];
+    __shared__ int list[256], sorted[256];
+    __shared__ unsigned int bits[FTK_EBW_WINDOW / 32];
     long long nv = a.shape[FTK_OUT][0], d = a.shape[FTK_OUT][1];
     long long rows = ftk_numel(a, 0);
-    const int *ids = (const int *)a.in[0];
+    const int *pos = (const int *)ftk_scratch_data(a), *order = pos + nv;
     const TD *dy = (const TD *)a.in[1];
-    int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-    long long span = (long long)blockDim.x * FTK_EBW_COLS;
-    for (long long v = blockIdx.x; v < nv; v += gridDim.x)
+    int t = threadIdx.x, nt = blockDim.x;
+    long long span = (long long)nt * FTK_EBW_COLS;
+    for (long long v = blockIdx.x; v < nv; v += gridDim.x) {
+        int begin = v > 0 ? pos[v - 1] : 0, n = pos[v] - begin;
+        bool small = n <= nt && n <= 256;
+        if (small) { /* rank of each row among the bucket's (rows are distinct) */
+            __syncthreads();
+            if (t < n)
+                list[t] = order[begin + t];
+            __syncthreads();
+            if (t < n) {
+                int me = list[t], rank = 0;
+                for (int j = 0; j < n; j++)
+                    rank += list[j] < me;
+                sorted[rank] = me;
+            }
+            __syncthreads();
+        }
         for (long long c0 = (long long)blockIdx.y * span; c0 < d; c0 += (long long)gridDim.y * span) {
             float acc[FTK_EBW_COLS];
 #pragma unroll
             for (int k = 0; k < FTK_EBW_COLS; k++)
                 acc[k] = 0.0f;
-            for (long long r0 = 0; r0 < rows; r0 += blockDim.x) {
-                long long r = r0 + threadIdx.x;
-                unsigned int b = __ballot_sync(0xffffffffu, r < rows && (long long)ids[r] == v);
-                if (lane == 0)
-                    hits[threadIdx.x >> 5] = b;
-                __syncthreads();
-                for (int w = 0; w < nw; w++)
-                    for (unsigned int m = hits[w]; m; m &= m - 1) {
-                        const TD *row = dy + (r0 + w * 32 + (__ffs(m) - 1)) * d;
+            auto add_row = [&](long long r) {
+                const TD *row = dy + r * d;
 #pragma unroll
-                        for (int k = 0; k < FTK_EBW_COLS; k++) {
-                            long long c = c0 + threadIdx.x + (long long)k * blockDim.x;
-                            if (c < d)
-                                acc[k] += ftk_f(row[c]);
-                        }
+                for (int k = 0; k < FTK_EBW_COLS; k++) {
+                    long long c = c0 + t + (long long)k * nt;
+                    if (c < d)
+                        acc[k] += ftk_f(row[c]);
+                }
+            };
+            if (small) {
+                for (int q = 0; q < n; q++)
+                    add_row(sorted[q]);
+            } else {
+                for (long long w0 = 0; w0 < rows; w0 += FTK_EBW_WINDOW) {
+                    __syncthreads(); /* the previous window's walk is done */
+                    for (int i = t; i < FTK_EBW_WINDOW / 32; i += nt)
+                        bits[i] = 0u;
+                    __syncthreads();
+                    for (int i = t; i < n; i += nt) {
+                        long long r = order[begin + i];
+                        if (r >= w0 && r < w0 + FTK_EBW_WINDOW)
+                            atomicOr(&bits[(r - w0) >> 5], 1u << ((r - w0) & 31));
                     }
-                __syncthreads();
+                    __syncthreads();
+                    long long left = rows - w0, words = left < FTK_EBW_WINDOW ? (left + 31) / 32 : FTK_EBW_WINDOW / 32;
+                    for (long long i = 0; i < words; i++)
+                        for (unsigned int m = bits[i]; m; m &= m - 1)
+                            add_row(w0 + i * 32 + (__ffs(m) - 1));
+                }
             }
 #pragma unroll
             for (int k = 0; k < FTK_EBW_COLS; k++) {
-                long long c = c0 + threadIdx.x + (long long)k * blockDim.x;
+                long long c = c0 + t + (long long)k * nt;
                 if (c < d)
                     ftk_st<TO>(a.out, v * d + c, acc[k]);
             }
         }
+    }
 }
 
 /* Output axis i is input axis ip[i]: walk the output in order, address the input through

@@ -4,11 +4,14 @@
  * small shapes is scheduled, memory-planned and compiled for the GPU's architecture, then
  * run by both executors; the outputs (and the inputs an op updates in place) are compared
  * by normwise relative error: ||gpu - cpu|| / ||cpu|| under 1e-5 for f32 (cuBLASLt runs
- * f32 in full fp32, no TF32) and 1e-2 for bf16. The GPU arena is filled with 0xff bytes
- * (NaN in every float type) before the inputs are written, so an output element a kernel
- * forgets shows up. Ops that are pure functions of their inputs are run a second time,
+ * f32 in full fp32, no TF32) and 1e-2 for bf16. The GPU arena (and the kernel scratch) is
+ * filled with 0xff bytes (NaN in every float type) before the inputs are written, so an
+ * output element a kernel forgets, or a partial it reads before writing, shows up. Ops that are pure functions of their inputs are run a second time,
  * which replays a CUDA graph, and must give the same bits (kernels are deterministic).
- * Dropout must draw exactly the CPU's mask.
+ * Dropout must draw exactly the CPU's mask. The two-stage ops (sum, mean, sumsq, xent,
+ * rmsnorm_bwd_w, embed_bwd: a first kernel over many blocks, partials in the executor's
+ * scratch, a second kernel that combines them) also run at sizes that give hundreds of
+ * blocks and take every path of their kernels.
  *
  * Not a ctest test (CPU CI has no GPU): tests/gpu/run.sh runs it on a GPU machine. Without
  * a GPU it still builds and compiles every case and runs the CPU side, then says so.
@@ -448,6 +451,35 @@ static void cases_elementwise(env_t *env)
     }
 }
 
+/* embed_bwd's two kernels (the index of the ids, then a block per vocabulary row) at sizes
+ * that exercise every path: buckets of up to a block's worth of rows (sorted by rank) and
+ * larger ones (a hot id every `hot` rows: the bitmap walk), more rows than one bitmap
+ * window (32768), two column groups (D > 2048), and ids outside [0, V), which are dropped. */
+static void cases_embed_bwd(env_t *env, ir_dtype_t dt)
+{
+    const struct {
+        int64_t v, rows, d;
+        int hot;
+    } cfg[3] = {{5000, 4096, 64, 7}, {300, 40000, 8, 3}, {40, 600, 2100, 2}};
+    for (int k = 0; k < 3; k++) {
+        tcase_t c;
+        begin(&c, tol_of(dt), "embed_bwd V%lld T%lld D%lld, id 3 every %d", (long long)cfg[k].v,
+              (long long)cfg[k].rows, (long long)cfg[k].d, cfg[k].hot);
+        int x = leaf(&c, "ids", IR_I32, DIMS(cfg[k].rows), 0, (double)cfg[k].v);
+        int y = leaf(&c, "dy", dt, DIMS(cfg[k].rows, cfg[k].d), -1, 1);
+        double *id = vals(&c, "ids");
+        for (int64_t r = 0; r < cfg[k].rows; r++) {
+            if (r % cfg[k].hot == 0)
+                id[r] = 3;
+            if (r % 97 == 5)
+                id[r] = -1;
+            if (r % 89 == 6)
+                id[r] = (double)cfg[k].v;
+        }
+        run_case(env, &c, ir_node_dt(&c.g, OP_EMBED_BWD, dt, 2, (const int[]){x, y}, IP(cfg[k].v), NULL));
+    }
+}
+
 static void cases_movement(env_t *env)
 {
     tcase_t c;
@@ -490,6 +522,7 @@ static void cases_movement(env_t *env)
         begin(&c, tol_of(dt), "embed_bwd V50 ids [4,64] (repeats)");
         x = leaf(&c, "ids", IR_I32, DIMS(4, 64), 0, 50), y = leaf(&c, "dy", dt, DIMS(4, 64, 64), -1, 1);
         run_case(env, &c, ir_node_dt(&c.g, OP_EMBED_BWD, dt, 2, (const int[]){x, y}, IP(50), NULL));
+        cases_embed_bwd(env, dt);
     }
 }
 
@@ -510,6 +543,15 @@ static void cases_norm_rope(env_t *env)
             run_case(env, &c, ir_node(&c.g, OP_RMSNORM_BWD_X, 3, (const int[]){x, w, dy}, NULL, FP(1e-5)));
             begin(&c, tol_of(dt), "rmsnorm_bwd_w 4x64x%lld", (long long)D[k]);
             x = leaf(&c, "x", dt, DIMS(4, 64, D[k]), -2, 2), dy = leaf(&c, "dy", dt, DIMS(4, 64, D[k]), -1, 1);
+            run_case(env, &c, ir_node(&c.g, OP_RMSNORM_BWD_W, 2, (const int[]){x, dy}, NULL, FP(1e-5)));
+        }
+        /* rmsnorm_bwd_w over many row chunks (3000 rows: 94 chunks), and wider than one
+         * block's columns (D 16424: three column groups of 8192) */
+        const int64_t rbw[2][2] = {{3000, 384}, {70, 16424}};
+        for (int k = 0; k < 2; k++) {
+            begin(&c, tol_of(dt), "rmsnorm_bwd_w %lldx%lld", (long long)rbw[k][0], (long long)rbw[k][1]);
+            int x = leaf(&c, "x", dt, DIMS(rbw[k][0], rbw[k][1]), -2, 2);
+            int dy = leaf(&c, "dy", dt, DIMS(rbw[k][0], rbw[k][1]), -1, 1);
             run_case(env, &c, ir_node(&c.g, OP_RMSNORM_BWD_W, 2, (const int[]){x, dy}, NULL, FP(1e-5)));
         }
         /* none / llama3 / linear scaling, forward and inverse; positions up to 8k */
@@ -1075,11 +1117,11 @@ static void bench_attention(env_t *env)
 static void cases_loss(env_t *env)
 {
     tcase_t c;
-    const int64_t V[2] = {258, 1000};
+    const int64_t V[3] = {258, 1000, 5000};
     for (int d = 0; d < 2; d++) {
         ir_dtype_t dt = float_types[d];
-        for (int k = 0; k < 2; k++) {
-            int64_t N = 256;
+        for (int k = 0; k < 3; k++) {
+            int64_t N = k == 2 ? 300 : 256;
             for (int bwd = 0; bwd < 2; bwd++) {
                 begin(&c, tol_of(dt), "%s N%lld V%lld, 1/5 rows ignored", bwd ? "xent_bwd" : "xent", (long long)N,
                       (long long)V[k]);
@@ -1096,6 +1138,12 @@ static void cases_loss(env_t *env)
                 run_case(env, &c, ir_node(&c.g, OP_XENT_BWD, 3, (const int[]){lg, tg, dy}, IP(-100), NULL));
             }
         }
+        /* a kept target outside [0, V) poisons the loss: NaN on both sides */
+        begin(&c, tol_of(dt), "xent N64 V258, a target of 258 (NaN)");
+        int lg = leaf(&c, "logits", dt, DIMS(64, 258), -4, 4);
+        int tg = leaf(&c, "targets", IR_I32, DIMS(64), 0, 258);
+        vals(&c, "targets")[17] = 258;
+        run_case(env, &c, ir_node_dt(&c.g, OP_XENT, IR_F32, 2, (const int[]){lg, tg}, IP(-100), NULL));
     }
 }
 
@@ -1117,6 +1165,16 @@ static void cases_reduce_opt(env_t *env)
         begin(&c, tol_of(dt), "sumsq 3x7x33");
         x = leaf(&c, "x", dt, DIMS(3, 7, 33), -1, 1);
         run_case(env, &c, ir_node_dt(&c.g, OP_SUMSQ, IR_F32, 1, &x, NULL, NULL));
+        /* millions of elements: hundreds of slices, then the combine (an odd count: a tail) */
+        begin(&c, tol_of(dt), "sumsq 3x1000x1001 (367 slices)");
+        x = leaf(&c, "x", dt, DIMS(3, 1000, 1001), -1, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_SUMSQ, IR_F32, 1, &x, NULL, NULL));
+        begin(&c, tol_of(dt), "sum 2000x1500 (positive, 367 slices)");
+        x = leaf(&c, "x", dt, DIMS(2000, 1500), 0, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_SUM, IR_F32, 1, &x, NULL, NULL));
+        begin(&c, tol_of(dt), "mean 9000x1000 (positive, 1024 slices)");
+        x = leaf(&c, "x", dt, DIMS(9000, 1000), 0, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_MEAN, IR_F32, 1, &x, NULL, NULL));
         /* dropout: the mask must be the CPU's, element for element */
         const int32_t rngs[2][2] = {{12345, 7}, {0x7fffffff, -5}};
         for (int k = 0; k < 2; k++) {
