@@ -180,8 +180,11 @@ __device__ __forceinline__ float ftk_warp_max(float v)
  * (with their values) for the query-major kernels, query tiles (with dy and the row
  * statistics) for dk and dv, head after head of the kv head's query group. 128 own rows
  * halve the L2 traffic per flop against 64; 16 rows per warp keep every warp's own
- * fragments, accumulators and one score tile in registers (the entry points' registers stay
- * under 255, so one block of 8 warps per SM).
+ * fragments, accumulators and one score tile in registers (ptxas gives the attn and attn_bwd
+ * entry points up to 255 registers, so one block of 8 warps per SM; attn_lse's fit 128, two
+ * blocks). The price of 16 rows: each B fragment read from shared memory feeds one mma, so
+ * shared-memory bandwidth, not the tensor cores, bounds every kernel at about half of
+ * mma.sync's peak; 32 rows per warp would lift that but not fit the registers.
  *
  *   attn, attn_lse  grid (ceil(S / 128), Hq, B). Q fragments in registers; per key tile S = Q Kᵀ,
  *                   online softmax in base 2 (scores times scale·log2 e, exp2), P converted
