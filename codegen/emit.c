@@ -75,8 +75,8 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_SWIGLU] = {"swiglu", SH_EW, CG_EW_THREADS},
     [OP_SWIGLU_BWD_G] = {"swiglu_bwd_g", SH_EW, CG_EW_THREADS},
     [OP_SWIGLU_BWD_U] = {"swiglu_bwd_u", SH_EW, CG_EW_THREADS},
-    [OP_ATTN] = {"attn", SH_ATTN, CG_ATT_THREADS},
-    [OP_ATTN_BWD] = {"attn_bwd", SH_ATTN_BWD, CG_ATT_THREADS},
+    [OP_ATTN] = {"attn", SH_ATTN, CG_ATT_BOUNDS},
+    [OP_ATTN_BWD] = {"attn_bwd", SH_ATTN_BWD, CG_ATT_BOUNDS},
     [OP_XENT] = {"xent_rows", SH_XENT, 1024, "xent_fin", CG_FIN_THREADS},
     [OP_XENT_BWD] = {"xent_bwd", SH_ROWS, 1024},
     [OP_SUM] = {"sum_part", SH_REDUCE, CG_RED_THREADS, "sum_fin", CG_RED_THREADS},
@@ -86,7 +86,7 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_ACC] = {"acc", SH_EW, CG_EW_THREADS},
     [OP_GNORM] = {"gnorm", SH_TINY, 32},
     [OP_ADAMW] = {"adamw", SH_EW, CG_EW_THREADS},
-    [OP_ATTN_LSE] = {"attn_lse", SH_ATTN, CG_ATT_THREADS},
+    [OP_ATTN_LSE] = {"attn_lse", SH_ATTN, CG_ATT_BOUNDS},
     [OP_ROWSUM] = {"rowsum", SH_WARP_ROWS, CG_EW_THREADS},
 };
 
@@ -327,7 +327,9 @@ static char *emit(const ir_graph_t *g, const entry_t *en, int ne, ft_err_t *e)
         {"FTK_HYPER_WD", IR_HYPER_WD},       {"FTK_HYPER_BC1", IR_HYPER_BC1},
         {"FTK_HYPER_BC2", IR_HYPER_BC2},     {"FTK_HYPER_INV_NTOK", IR_HYPER_INV_NTOK},
         {"FTK_HYPER_CLIP", IR_HYPER_CLIP},   {"FTK_ATT_THREADS", CG_ATT_THREADS},
-        {"FTK_ATT_TILE", CG_ATT_TILE},       {"FTK_EBW_COLS", CG_EBW_COLS},
+        {"FTK_ATT_TILE", CG_ATT_TILE},       {"FTK_ATT_MMA_THREADS", CG_ATT_MMA_THREADS},
+        {"FTK_ATT_MMA_OWN", CG_ATT_MMA_OWN}, {"FTK_ATT_MMA_TILE", CG_ATT_MMA_TILE},
+        {"FTK_EBW_COLS", CG_EBW_COLS},
         {"FTK_RBW_COLS", CG_RBW_COLS},
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
@@ -405,19 +407,41 @@ static bool attn_mma(const ir_graph_t *g, const ir_tensor_t *t)
     return true;
 }
 
-/* The tensor-core kernels' shared memory: bf16 tiles at a pitch of Dh + 8 (attn: q, k, v of
- * CG_MMA_Q rows; attn_lse: q, k; dq: q, dy, k, v; dk/dv: k, v of CG_MMA_KV rows and q, dy of
- * CG_MMA_Q), then lse and delta (attn_bwd) and the document ids of both tiles. */
-static int64_t attn_mma_smem(const ir_tensor_t *t, int64_t dh)
+/* The tensor-core kernels' shared memory (attention.cuh's tensor-core `Shared memory`
+ * paragraph): bf16 tiles at a pitch of Dh + 8; two stages of the streamed tile (attn: K and V
+ * tiles of CG_ATT_MMA_TILE rows; attn_lse: K; dq: K and V; dk and dv: Q and dY plus a (lse,
+ * delta) float pair per row); the own tiles of CG_ATT_MMA_OWN rows (Q; dq: Q and dY; dk: K
+ * and V; dv: K), beside stage 0 over stage 1's space where they fit (attn, attn_lse, dv),
+ * else first and under the stages; then, 16-byte aligned, an int2 document-id range per
+ * streamed tile of the sequence. */
+static int64_t attn_mma_smem(const ir_tensor_t *t, int64_t dh, int64_t ns)
 {
-    int64_t pitch = dh + 8;
-    if (t->op != OP_ATTN_BWD)
-        return (t->op == OP_ATTN ? 3 : 2) * CG_MMA_Q * pitch * 2 + 2 * CG_MMA_Q * 4;
-    if (t->ip[0] == 0)
-        return 4 * CG_MMA_Q * pitch * 2 + 4 * CG_MMA_Q * 4;
-    return (2 * CG_MMA_KV + 2 * CG_MMA_Q) * pitch * 2 + (3 * CG_MMA_Q + CG_MMA_KV) * 4;
+    int64_t row = (dh + 8) * 2, tile = CG_ATT_MMA_TILE * row, own = CG_ATT_MMA_OWN * row, stage, owns;
+    bool beside;
+    if (t->op == OP_ATTN || t->op == OP_ATTN_LSE) {
+        stage = (t->op == OP_ATTN ? 2 : 1) * tile;
+        owns = own;
+        beside = true;
+    } else if (t->ip[0] == 0) { /* dq */
+        stage = 2 * tile;
+        owns = 2 * own;
+        beside = false;
+    } else { /* dk (1), dv (2) */
+        stage = 2 * tile + CG_ATT_MMA_TILE * 8;
+        owns = t->ip[0] == 1 ? 2 * own : own;
+        beside = t->ip[0] != 1;
+    }
+    int64_t end = beside ? stage + (owns > stage ? owns : stage) : (owns > 2 * stage ? owns : 2 * stage);
+    return (end + 15) / 16 * 16 + ceil_div(ns, CG_ATT_MMA_TILE) * 8;
 }
 
+_Static_assert(CG_ATT_BOUNDS >= CG_ATT_THREADS && CG_ATT_BOUNDS >= CG_ATT_MMA_THREADS,
+               "the attention entry points' launch bounds cover both paths' blocks");
+_Static_assert(CG_ATT_MMA_OWN == 2 * CG_ATT_MMA_TILE && CG_ATT_MMA_OWN == CG_ATT_MMA_THREADS / 32 * 16,
+               "attention.cuh's tensor-core kernels: 16 own rows per warp, own tiles of two streamed tiles");
+
+/* Both paths' grids: (own tiles, heads, B); own tiles are of query rows, or of keys (per kv
+ * head) for dk and dv. */
 static int attn_launch(const ir_graph_t *g, const ir_tensor_t *t, cg_launch_t *l, ft_err_t *e)
 {
     const ir_tensor_t *q = &g->t[t->src[0]], *k = &g->t[t->src[1]];
@@ -427,9 +451,13 @@ static int attn_launch(const ir_graph_t *g, const ir_tensor_t *t, cg_launch_t *l
                        (long long)dh, CG_ATT_MAX_DH);
     bool per_kv = t->op == OP_ATTN_BWD && t->ip[0] != 0; /* dk, dv: a block per tile of keys */
     if (attn_mma(g, t)) {
-        l->block[0] = per_kv ? CG_MMA_KV_THREADS : CG_ATT_THREADS;
-        l->grid[0] = clamp_u(ceil_div(ns, per_kv ? CG_MMA_KV : CG_MMA_Q), INT32_MAX);
-        l->smem = (unsigned)attn_mma_smem(t, dh);
+        l->block[0] = CG_ATT_MMA_THREADS;
+        l->grid[0] = clamp_u(ceil_div(ns, CG_ATT_MMA_OWN), INT32_MAX);
+        int64_t smem = attn_mma_smem(t, dh, ns);
+        if (smem > UINT32_MAX)
+            return ft_fail(e, "%s '%s': sequence length %lld is too long for the attention kernels' shared memory",
+                           ir_ops[t->op]->name, t->name, (long long)ns);
+        l->smem = (unsigned)smem;
     } else {
         l->block[0] = CG_ATT_THREADS;
         l->grid[0] = clamp_u(ceil_div(ns, CG_ATT_TILE), INT32_MAX);

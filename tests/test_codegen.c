@@ -564,8 +564,10 @@ static void test_refusals(void)
 }
 
 /* Which attention nodes take the tensor-core path (every matrix operand bf16, Dh 64 or 128)
- * and the launch shapes of both paths: tiles of 64 query rows on 4 warps, dk/dv blocks of 32
- * keys on 2 warps, bf16 tiles at a pitch of Dh + 8; the CUDA-core path as check_geometry. */
+ * and the launch shapes of both paths: blocks of 8 warps per 128 own rows (query rows; keys
+ * for dk/dv), two stages of 64-row bf16 tiles at a pitch of Dh + 8, the own tiles beside
+ * stage 0 or under the stages, and an int2 document range per 64 rows of the sequence; the
+ * CUDA-core path as check_geometry. */
 static void test_attn_launch(void)
 {
     const struct {
@@ -600,10 +602,18 @@ static void test_attn_launch(void)
             unsigned threads = 128;
             bool mma = cases[c].dt == IR_BF16 && (dh == 64 || dh == 128) && (i < 2 || cases[c].dydt == IR_BF16);
             if (mma) {
-                rows = kv ? 32 : 64;
-                threads = kv ? 64 : 128;
-                int64_t tiles = i == 0 ? 3 * 64 : i == 1 ? 2 * 64 : i == 2 ? 4 * 64 : 2 * 32 + 2 * 64;
-                words = tiles * pitch / 2 + (i < 2 ? 128 : i == 2 ? 256 : 224);
+                rows = 128;
+                threads = 256;
+                int64_t tile = 64 * pitch * 2, own = 128 * pitch * 2, bytes;
+                if (i == 0) /* stages of K and V; Q beside stage 0 */
+                    bytes = 2 * tile + 2 * tile;
+                else if (i == 1) /* stages of K; Q beside stage 0 */
+                    bytes = tile + own;
+                else if (i == 2) /* stages of K and V; Q and dY first, under them */
+                    bytes = 2 * own;
+                else /* stages of Q, dY and (lse, delta); dk: K and V under them; dv: K beside */
+                    bytes = 2 * (2 * tile + 64 * 8);
+                words = (bytes + 15) / 16 * 4 + (200 + 63) / 64 * 2;
             } else {
                 int64_t fp = (dh + 3) / 4 * 4 + 4;
                 rows = 32;

@@ -16,8 +16,8 @@
  * Not a ctest test (CPU CI has no GPU): tests/gpu/run.sh runs it on a GPU machine. Without
  * a GPU it still builds and compiles every case and runs the CPU side, then says so.
  *
- * After the checks, the attention kernels are timed at S 1024 (bench_attention; "time" lines;
- * FILTER "time" runs only those).
+ * After the checks, the attention kernels are timed at S 1024, S 4096 and the Llama-3-8B
+ * training shape (bench_attention; "time" lines; FILTER "time" runs only those).
  *
  * usage: test_kernels [--arch sm_XY] [--cache DIR] [--old-attn FILE] [FILTER]   (FILTER: substring of labels) */
 #include <math.h>
@@ -579,6 +579,7 @@ enum {
     DOCS_SMALL,    /* row 0: documents of 50, 30 and the rest; row 1: one document */
     DOCS_STRIPED,  /* ids (s / 10) % 3: one id in several separate runs (not increasing) */
     DOCS_PACKED,   /* documents of 300, 200, 400 and the rest (per 1024 tokens), ids increasing */
+    DOCS_ONE,      /* one document per row (unpacked training sequences) */
 };
 
 static void fill_docs(double *doc, const attn_cfg_t *c)
@@ -590,6 +591,8 @@ static void fill_docs(double *doc, const attn_cfg_t *c)
                 d = b == 1 ? 0 : s < 50 ? 0 : s < 80 ? 1 : 2;
             else if (c->docs == DOCS_STRIPED)
                 d = (double)((s / 10) % 3);
+            else if (c->docs == DOCS_ONE)
+                d = 0;
             else {
                 int64_t at = s * 1024 / c->s; /* the S 1024 layout, stretched to S */
                 d = at < 300 ? 0 : at < 500 ? 1 : at < 900 ? 2 : 3;
@@ -598,7 +601,7 @@ static void fill_docs(double *doc, const attn_cfg_t *c)
         }
 }
 
-static const char *const docs_name[3] = {"docs", "striped docs", "packed docs"};
+static const char *const docs_name[4] = {"docs", "striped docs", "packed docs", "one doc"};
 
 /* n values uniform in [lo, hi), rounded to dt as both executors store them. */
 static double *rand_vals(ir_dtype_t dt, int64_t n, double lo, double hi)
@@ -719,19 +722,23 @@ static void attention_config(env_t *env, const attn_cfg_t *c, ir_dtype_t dt)
     attn_vals_free(&av);
 }
 
-/* Small shapes (tile edges: S not a multiple of 32, Dh under 32 and not a multiple of 8,
+/* Small shapes (tile edges: S not a multiple of 32 or 64, Dh under 32 and not a multiple of 8,
  * Dh 128; MHA and GQA; three document layouts) in f32 and bf16, then the size the
  * statistics rewrite is for (S 1024, packed documents) in bf16 and, at Dh 128, f32. */
 static void cases_attention(env_t *env)
 {
-    const attn_cfg_t small[4] = {
+    const attn_cfg_t small[6] = {
         {2, 128, 4, 2, 32, DOCS_SMALL},
         {2, 256, 8, 2, 64, DOCS_SMALL},
         {2, 64, 4, 4, 128, DOCS_SMALL},
         {2, 77, 6, 2, 20, DOCS_STRIPED},
+        /* the tensor-core tiles' edges: S past a multiple of 64 with mask-free tiles (row 1
+         * is one document), groups of 4; ids that repeat in separate runs */
+        {2, 333, 4, 1, 64, DOCS_SMALL},
+        {2, 200, 8, 2, 128, DOCS_STRIPED},
     };
     for (int d = 0; d < 2; d++)
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < 6; k++)
             attention_config(env, &small[k], float_types[d]);
     const attn_cfg_t large[2] = {{1, 1024, 8, 2, 64, DOCS_PACKED}, {1, 1024, 8, 2, 128, DOCS_PACKED}};
     attention_config(env, &large[0], IR_BF16);
@@ -968,6 +975,21 @@ static int old_module(const char *path, const char *arch, const char *ty, unsign
     return rc;
 }
 
+/* The FLOPs a TFLOP/s figure counts: the causal half of each S x S x Dh product per query
+ * head, mm = 2 B Hq S S Dh / 2, times the products the kernel performs: attn 2 (Q Kᵀ, P V),
+ * attn_lse 1 (Q Kᵀ), dq 3 (Q Kᵀ, dY Vᵀ, dS K), dk 3 (Q Kᵀ, dY Vᵀ, dSᵀ Q), dv 2 (Q Kᵀ, Pᵀ dY).
+ * Masked-out work (the diagonal tiles' upper halves, other documents) is not counted, so
+ * packed documents show lower figures for the same speed. */
+static double attn_bench_flops(const attn_cfg_t *c, const ir_tensor_t *t)
+{
+    double mm = 2.0 * (double)c->b * (double)c->hq * (double)c->s * (double)c->s * (double)c->dh / 2.0;
+    if (t->op == OP_ATTN)
+        return 2 * mm;
+    if (t->op == OP_ATTN_LSE)
+        return mm;
+    return t->ip[0] == 2 ? 2 * mm : 3 * mm;
+}
+
 static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_t dt)
 {
     static const char *const cxx[IR_DTYPE_COUNT] = {[IR_F32] = "float", [IR_BF16] = "__nv_bfloat16"};
@@ -1051,6 +1073,8 @@ static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_
                 goto done;
             const ir_tensor_t *t = &g.t[l->node];
             ir_ops[t->op]->cost(&g, t, &flops, &bytes);
+            if (t->op == OP_ATTN || t->op == OP_ATTN_LSE || t->op == OP_ATTN_BWD)
+                flops = attn_bench_flops(c, t);
             const char *what = t->op == OP_ATTN_BWD ? (t->ip[0] == 0 ? "attn_bwd dq" : t->ip[0] == 1 ? "attn_bwd dk"
                                                                                                       : "attn_bwd dv")
                                                     : ir_ops[t->op]->name;
@@ -1100,16 +1124,20 @@ static void bench_attention(env_t *env)
         return;
     bench_t bx;
     if (bench_open(&bx) == 0) {
-        const attn_cfg_t large[3] = {
+        /* the S 1024 sizes of the checks; S 4096 packed; then Llama-3-8B's training shape
+         * (micro-batch 2 of 8192 tokens, 32 query heads on 8 kv heads, Dh 128, unpacked) */
+        const attn_cfg_t large[4] = {
             {1, 1024, 8, 2, 64, DOCS_PACKED},
             {1, 1024, 8, 2, 128, DOCS_PACKED},
             {1, 4096, 32, 8, 128, DOCS_PACKED},
+            {2, 8192, 32, 8, 128, DOCS_ONE},
         };
         bench_config(env, &bx, &large[0], IR_BF16);
         bench_config(env, &bx, &large[1], IR_BF16);
         bench_config(env, &bx, &large[1], IR_F32);
         bench_config(env, &bx, &large[2], IR_BF16);
         bench_config(env, &bx, &large[2], IR_F32);
+        bench_config(env, &bx, &large[3], IR_BF16);
     }
     bench_close(&bx);
 }
