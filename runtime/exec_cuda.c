@@ -865,7 +865,8 @@ int rt_exec_open_cuda_module(rt_exec_t *x, const ir_graph_t *g, const cg_module_
     int nmm = 0;
     for (int k = 0; k < c->nsteps; k++)
         nmm += c->steps[k].kind == CG_MATMUL;
-    *x = (rt_exec_t){.ops = &cuda_ops, .g = g, .arena_bytes = g->arena_bytes, .impl = c};
+    *x = (rt_exec_t){
+        .ops = &cuda_ops, .g = g, .arena_bytes = g->arena_bytes, .peak_flops = rt_gpu_peak_flops(&c->gpu), .impl = c};
     snprintf(x->desc, sizeof x->desc,
              "CUDA executor on GPU %d, %.80s, %s, %d SMs: %d kernels, %d cuBLASLt matmuls, %zu-byte workspace outside "
              "the arena, CUDA graphs %s",

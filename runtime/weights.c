@@ -3,8 +3,10 @@
  * whose stream depends only on the seed and the tensor's name (so a run is reproducible
  * and resume can rebuild frozen weights instead of storing them). */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../common/common.h"
 #include "safetensors.h"
@@ -18,22 +20,95 @@ static uint64_t name_seed(uint64_t seed, const char *name)
 
 static double uniform01(uint64_t *s) { return ((double)(td_splitmix64(s) >> 11) + 0.5) / 9007199254740992.0; }
 
-static void init_values(const plan_weight_t *w, const char *name, uint64_t seed, double *v, int64_t n)
+/* splitmix64 draws per value of each initialiser: the generator's state only adds a constant
+ * per draw, so value i's draws start at state0 + draws·i·gamma whatever came before. */
+#define SPLITMIX_GAMMA 0x9e3779b97f4a7c15ull
+
+static int draws_per_value(plan_init_t k) { return k == PLAN_INIT_NORMAL ? 2 : k == PLAN_INIT_UNIFORM ? 1 : 0; }
+
+/* Values [i0, i0+n) of the tensor's stream into v. */
+static void init_values(plan_init_t kind, double param, uint64_t state0, int64_t i0, double *v, int64_t n)
 {
-    uint64_t s = name_seed(seed, name);
+    uint64_t s = state0 + (uint64_t)draws_per_value(kind) * (uint64_t)i0 * SPLITMIX_GAMMA;
     for (int64_t i = 0; i < n; i++) {
-        switch (w->init) {
+        switch (kind) {
         case PLAN_INIT_ONES: v[i] = 1; break;
         case PLAN_INIT_ZEROS: v[i] = 0; break;
-        case PLAN_INIT_UNIFORM: v[i] = (2 * uniform01(&s) - 1) * w->param; break;
+        case PLAN_INIT_UNIFORM: v[i] = (2 * uniform01(&s) - 1) * param; break;
         case PLAN_INIT_NORMAL: { /* Box-Muller */
             double u1 = uniform01(&s), u2 = uniform01(&s);
-            v[i] = w->param * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+            v[i] = param * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
             break;
         }
         default: v[i] = 0; break;
         }
     }
+}
+
+typedef struct {
+    plan_init_t kind;
+    double param;
+    uint64_t state0;
+    ir_dtype_t dtype;
+    unsigned char *dst;
+    int64_t begin, end;
+} init_job_t;
+
+/* One thread's share: values [begin, end) through a small float64 block into dtype storage. */
+static void *init_range(void *arg)
+{
+    const init_job_t *j = arg;
+    enum { BLOCK = 4096 };
+    double v[BLOCK];
+    size_t es = ir_dtype_size(j->dtype);
+    for (int64_t i = j->begin; i < j->end; i += BLOCK) {
+        int64_t n = j->end - i < BLOCK ? j->end - i : BLOCK;
+        init_values(j->kind, j->param, j->state0, i, v, n);
+        rt_store_f64(j->dtype, v, n, j->dst + (size_t)i * es);
+    }
+    return NULL;
+}
+
+/* Below this many values a tensor is filled by the calling thread alone. */
+#define INIT_SPLIT_MIN (1 << 20)
+
+int rt_init_fill(plan_init_t kind, double param, uint64_t seed, const char *name, ir_dtype_t dt, void *dst, int64_t n,
+                 int nthreads)
+{
+    init_job_t base = {kind, param, name_seed(seed, name), dt, dst, 0, n};
+    if (nthreads <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nthreads = cpus > 0 ? (int)(cpus < 32 ? cpus : 32) : 1;
+    }
+    int64_t most = n / INIT_SPLIT_MIN + 1;
+    if (nthreads > most)
+        nthreads = (int)most;
+    if (nthreads <= 1) {
+        init_range(&base);
+        return 1;
+    }
+    init_job_t *jobs = ft_xcalloc((size_t)nthreads, sizeof *jobs);
+    pthread_t *tid = ft_xcalloc((size_t)nthreads, sizeof *tid);
+    bool *started = ft_xcalloc((size_t)nthreads, sizeof *started);
+    int64_t per = (n + nthreads - 1) / nthreads;
+    for (int k = 0; k < nthreads; k++) {
+        jobs[k] = base;
+        jobs[k].begin = (int64_t)k * per < n ? (int64_t)k * per : n;
+        jobs[k].end = jobs[k].begin + per < n ? jobs[k].begin + per : n;
+        /* a thread that cannot be started leaves its share to this one */
+        started[k] = k > 0 && pthread_create(&tid[k], NULL, init_range, &jobs[k]) == 0;
+    }
+    init_range(&jobs[0]);
+    for (int k = 1; k < nthreads; k++) {
+        if (started[k])
+            pthread_join(tid[k], NULL);
+        else
+            init_range(&jobs[k]);
+    }
+    free(started);
+    free(tid);
+    free(jobs);
+    return nthreads;
 }
 
 static void shape_text(int ndim, const int64_t *shape, char *buf, size_t cap)
@@ -105,17 +180,21 @@ int rt_weights_init(rt_exec_t *x, const plan_t *p, ft_err_t *e)
         const plan_weight_t *w = &p->w[i];
         const ir_tensor_t *t = &p->g.t[w->tensor];
         int64_t n = ir_numel(t);
-        double *buf = ft_xmalloc((size_t)n * sizeof *buf);
-        if (w->init == PLAN_INIT_FILE) {
-            rc = load_tensor(x, w->tensor, &base, p->cfg.from, w->key, buf, e);
-        } else if (w->init == PLAN_INIT_ADAPTER) {
-            rc = load_tensor(x, w->tensor, &adapter, p->cfg.lora_init, w->key, buf, e);
+        if (w->init == PLAN_INIT_FILE || w->init == PLAN_INIT_ADAPTER) {
+            double *buf = ft_xmalloc((size_t)n * sizeof *buf);
+            if (w->init == PLAN_INIT_FILE)
+                rc = load_tensor(x, w->tensor, &base, p->cfg.from, w->key, buf, e);
+            else
+                rc = load_tensor(x, w->tensor, &adapter, p->cfg.lora_init, w->key, buf, e);
+            free(buf);
         } else {
+            /* generated straight into the tensor's dtype, by several threads for a large one */
             uint64_t seed = t->role == IR_TRAINABLE && p->cfg.tuner == FT_TUNER_LORA ? p->cfg.seed : p->cfg.init_seed;
-            init_values(w, t->name, seed, buf, n);
-            rc = rt_exec_write_f64(x, w->tensor, buf, e);
+            void *buf = ft_xmalloc((size_t)(n > 0 ? ir_nbytes(t) : 1));
+            rt_init_fill(w->init, w->param, seed, t->name, t->dtype, buf, n, 0);
+            rc = x->ops->write(x, w->tensor, buf, e);
+            free(buf);
         }
-        free(buf);
     }
     for (int i = 0; i < p->g.n && rc == 0; i++)
         if (p->g.t[i].role == IR_GRAD || p->g.t[i].role == IR_OPTSTATE)
