@@ -1,5 +1,5 @@
 /* eval.c — a plain float64 evaluator of a whole graph in id order, and the graph's total
- * cost. The evaluator is the oracle of the finite-difference checks; the runtime's CPU
+ * cost (FLOPs and bytes; per optimizer step for ftc inspect and ftrun's MFU). The evaluator is the oracle of the finite-difference checks; the runtime's CPU
  * executor runs the planned arena instead. */
 #include <stdlib.h>
 #include <string.h>
@@ -45,12 +45,13 @@ void ir_eval_free(const ir_graph_t *g, double **vals)
     }
 }
 
-void ir_cost(const ir_graph_t *g, int phase, double *flops, double *bytes)
+/* Sums the cost of the live nodes in `phase` (all if < 0) that carry none of `skip`'s flags. */
+static void cost_sum(const ir_graph_t *g, int phase, unsigned skip, double *flops, double *bytes)
 {
     *flops = *bytes = 0;
     for (int i = 0; i < g->n; i++) {
         const ir_tensor_t *t = &g->t[i];
-        if (t->op == OP_LEAF || (t->flags & IR_FLAG_DEAD))
+        if (t->op == OP_LEAF || (t->flags & (IR_FLAG_DEAD | skip)))
             continue;
         if (phase >= 0 && (int)t->phase != phase)
             continue;
@@ -59,4 +60,15 @@ void ir_cost(const ir_graph_t *g, int phase, double *flops, double *bytes)
         *flops += f;
         *bytes += b;
     }
+}
+
+void ir_cost(const ir_graph_t *g, int phase, double *flops, double *bytes) { cost_sum(g, phase, 0, flops, bytes); }
+
+double ir_step_flops(const ir_graph_t *g, int64_t grad_accum, bool with_recompute)
+{
+    unsigned skip = with_recompute ? 0 : IR_FLAG_RECOMPUTE;
+    double micro, opt, b;
+    cost_sum(g, IR_PH_MICRO, skip, &micro, &b);
+    cost_sum(g, IR_PH_OPT, skip, &opt, &b);
+    return micro * (double)(grad_accum > 0 ? grad_accum : 1) + opt;
 }

@@ -243,5 +243,10 @@ int ir_eval_f64(const ir_graph_t *g, double **vals, ft_err_t *e);
 void ir_eval_free(const ir_graph_t *g, double **vals);
 /* Total cost of nodes in `phase` (all phases if phase < 0). */
 void ir_cost(const ir_graph_t *g, int phase, double *flops, double *bytes);
+/* FLOPs of one optimizer step: the micro-batch phase `grad_accum` times, then the optimizer
+ * phase. with_recompute = false leaves out the clones the recompute pass made
+ * (IR_FLAG_RECOMPUTE): the model FLOPs that MFU divides by the step time, so that trading
+ * memory for recomputation does not raise it. One function for ftc's report and ftrun's. */
+double ir_step_flops(const ir_graph_t *g, int64_t grad_accum, bool with_recompute);
 
 #endif

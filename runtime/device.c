@@ -24,6 +24,32 @@ int rt_arch_number(const char *target)
 
 const cg_module_t *rt_plan_cuda_module(const plan_t *p) { return p->has_cuda ? &p->cuda : NULL; }
 
+/* First match wins: a name part the device name must contain, the compute capability
+ * (10*major+minor), and the dense bf16 peak. SXM boards carry no marker in their names
+ * ("NVIDIA H100 80GB HBM3"), so the PCIe and NVL variants come first. */
+static const struct {
+    const char *part;
+    int cc;
+    double flops;
+} gpu_peaks[] = {
+    {"H100 PCIe", 90, 756.5e12},
+    {"H100 NVL", 90, 835.5e12},
+    {"H200 NVL", 90, 835.5e12},
+    {"H100", 90, 989.4e12}, /* SXM5 */
+    {"H200", 90, 989.4e12}, /* SXM; GH200 too */
+    {"A100", 80, 312.0e12}, /* SXM4 and PCIe alike */
+};
+
+double rt_gpu_peak_flops(const rt_gpu_info_t *gi)
+{
+    if (!gi)
+        return 0;
+    for (size_t i = 0; i < sizeof gpu_peaks / sizeof gpu_peaks[0]; i++)
+        if (gi->major * 10 + gi->minor == gpu_peaks[i].cc && strstr(gi->name, gpu_peaks[i].part))
+            return gpu_peaks[i].flops;
+    return 0;
+}
+
 #ifdef FTC_HAVE_CUDA
 #include <cuda_runtime.h>
 

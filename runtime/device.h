@@ -28,6 +28,12 @@ typedef struct {
 int rt_gpu_pick(int *dev, ft_err_t *e);
 int rt_gpu_info(int dev, rt_gpu_info_t *info, ft_err_t *e);
 
+/* Dense (not 2:4 sparse) bf16 tensor-core peak of the GPU in FLOP/s, from NVIDIA's data
+ * sheets by name and compute capability: the denominator of MFU. 0 for a GPU the table does
+ * not know, so that MFU is left out rather than guessed. The table (device.c) must agree with
+ * bench/common.py's. */
+double rt_gpu_peak_flops(const rt_gpu_info_t *gi);
+
 /* Compute capability of an "sm_XY" / "sm_XYa" target as 10*X+Y; -1 if it is not one. */
 int rt_arch_number(const char *target);
 

@@ -33,6 +33,8 @@ struct rt_exec {
     const rt_exec_ops_t *ops;
     const ir_graph_t *g;
     int64_t arena_bytes; /* the one allocation of the step, as planned */
+    double peak_flops;   /* the device's dense bf16 peak FLOP/s for MFU; 0 = unknown (the CPU, an
+                            unlisted GPU: rt_gpu_peak_flops) */
     void *impl;
     char desc[256];      /* what runs the plan, for the start-up line; "" = the CPU reference executor */
     const char *profile; /* CUDA: append a per-node timing of each phase's third run to this file */

@@ -992,25 +992,12 @@ static const rt_exec_ops_t cuda_ops = {
     .init_random = cuda_init_random,
 };
 
-/* Host fallback where the module has no init kernel (no kernels at all) or the tensor's
- * dtype is not a float the kernel stores. */
-static int host_init(rt_exec_t *x, int id, int kind, double param, uint64_t seed, ft_err_t *e)
-{
-    int64_t n = ir_numel(&x->g->t[id]);
-    double *buf = ft_xmalloc((size_t)n * sizeof *buf);
-    for (int64_t i = 0; i < n; i++)
-        buf[i] = rt_init_value((plan_init_t)kind, param, seed, i);
-    int rc = rt_exec_write_f64(x, id, buf, e);
-    free(buf);
-    return rc;
-}
-
 static int cuda_init_random(rt_exec_t *x, int id, int kind, double param, uint64_t seed, ft_err_t *e)
 {
     cu_t *c = impl(x);
     const ir_tensor_t *t = &c->g->t[id];
     if (!c->init_fn || (t->dtype != IR_F32 && t->dtype != IR_BF16 && t->dtype != IR_F16))
-        return host_init(x, id, kind, param, seed, e);
+        return rt_init_host(x, id, (plan_init_t)kind, param, seed, e); /* no init kernel, or not a float */
     unsigned char *p = NULL;
     size_t n = 0;
     if (span(x, id, &p, &n, e) != 0)
@@ -1081,7 +1068,8 @@ int rt_exec_open_cuda_module(rt_exec_t *x, const ir_graph_t *g, const cg_module_
     int nmm = 0;
     for (int k = 0; k < c->nsteps; k++)
         nmm += c->steps[k].kind == CG_MATMUL;
-    *x = (rt_exec_t){.ops = &cuda_ops, .g = g, .arena_bytes = g->arena_bytes, .impl = c};
+    *x = (rt_exec_t){
+        .ops = &cuda_ops, .g = g, .arena_bytes = g->arena_bytes, .peak_flops = rt_gpu_peak_flops(&c->gpu), .impl = c};
     snprintf(x->desc, sizeof x->desc,
              "CUDA executor on GPU %d, %.64s, %s, %d SMs: %d kernels, %d cuBLASLt matmuls, %zu-byte workspace, "
              "%zu-byte scratch outside the arena, CUDA graphs %s",

@@ -25,6 +25,7 @@ typedef struct {
     td_file_t data;
     td_order_t order;
     int64_t nrows, steps;
+    double model_flops; /* per optimizer step, recompute clones left out: MFU's numerator */
     int in_tokens, in_targets, in_pos, in_doc, in_rng, in_hyper, loss, gnorm;
     int32_t *tokens, *targets, *pos, *doc; /* one micro-batch */
     FILE *metrics;
@@ -281,20 +282,27 @@ static void report(trainer_t *T, int64_t step, const step_stats_t *st, double st
         snprintf(mem_json, sizeof mem_json, ", \"device_mem_bytes\": %lld", (long long)mem_peak);
         snprintf(mem_text, sizeof mem_text, " | peak %.2f GiB", (double)mem_peak / 1073741824.0);
     }
+    /* model FLOP utilisation, where the executor knows its device's peak (not on the CPU) */
+    char mfu_json[40] = "", mfu_text[24] = "";
+    if (T->x.peak_flops > 0 && step_s > 0 && T->model_flops > 0) {
+        double mfu = T->model_flops / step_s / T->x.peak_flops;
+        snprintf(mfu_json, sizeof mfu_json, ", \"mfu\": %.5f", mfu);
+        snprintf(mfu_text, sizeof mfu_text, " | MFU %.1f%%", 100.0 * mfu);
+    }
     if (T->metrics) {
         fprintf(T->metrics,
                 "{\"step\": %lld, \"loss\": %.17g, \"lr\": %.17g, \"grad_norm\": %.17g, \"tokens_per_s\": %.1f, "
-                "\"target_tokens\": %lld, \"step_s\": %.6f, \"elapsed_s\": %.3f, \"arena_bytes\": %lld%s}\n",
+                "\"target_tokens\": %lld, \"step_s\": %.6f, \"elapsed_s\": %.3f, \"arena_bytes\": %lld%s%s}\n",
                 (long long)step + 1, st->loss, st->lr, st->gnorm, tps, (long long)st->ntok, step_s, elapsed,
-                (long long)T->x.arena_bytes, mem_json);
+                (long long)T->x.arena_bytes, mem_json, mfu_json);
         fflush(T->metrics);
     }
     if (T->o->quiet || ((step + 1) % (T->c->log_every > 0 ? T->c->log_every : 1) != 0 && step + 1 != T->steps))
         return;
     char eta[32];
     fmt_eta(avg_s * (double)(T->steps - step - 1), eta, sizeof eta);
-    printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s%s | eta %s\n", (long long)step + 1,
-           (long long)T->steps, st->loss, st->lr, st->gnorm, tps, mem_text, eta);
+    printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s%s%s | eta %s\n", (long long)step + 1,
+           (long long)T->steps, st->loss, st->lr, st->gnorm, tps, mfu_text, mem_text, eta);
     fflush(stdout);
 }
 
@@ -362,9 +370,13 @@ static int train_loop(trainer_t *T, int64_t start, ft_err_t *e)
             return -1;
         double now = ft_now();
         report(T, step, &st, now - ts, now - t0, (now - t0) / (double)(step - start + 1));
-        int64_t every = T->c->save_every;
+        int64_t every = T->o->no_save ? 0 : T->c->save_every;
         if (every > 0 && (step + 1) % every == 0 && step + 1 < stop && rt_ckpt_save(T->out, &T->x, T->p, step + 1, e) != 0)
             return -1;
+    }
+    if (T->o->no_save) {
+        printf("done: %lld steps in %.1f s; nothing saved (--no-save)\n", (long long)(stop - start), ft_now() - t0);
+        return interrupted ? 1 : 0;
     }
     if (rt_ckpt_save(T->out, &T->x, T->p, stop, e) != 0)
         return -1;
@@ -416,6 +428,7 @@ int rt_train(plan_t *p, const rt_train_opts_t *o, ft_err_t *e)
     snprintf(T.out, sizeof T.out, "%s", o->out_dir ? o->out_dir : "run");
     T.steps = o->steps > 0 ? o->steps : p->cfg.steps;
     p->cfg.steps = T.steps; /* the schedule follows the overridden length */
+    T.model_flops = ir_step_flops(&p->g, p->cfg.grad_accum, false);
     int64_t n = p->cfg.micro_batch * p->cfg.seq_len;
     T.tokens = ft_xmalloc((size_t)n * sizeof(int32_t));
     T.targets = ft_xmalloc((size_t)n * sizeof(int32_t));

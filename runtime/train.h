@@ -12,6 +12,8 @@ typedef struct {
     int64_t stop_after;      /* stop (with a checkpoint) once this many steps are done; 0 = run to the end */
     bool eval_only;          /* report the loss on the first batch and exit */
     bool quiet;              /* no progress line (the JSON lines are still written) */
+    bool no_save;            /* write no checkpoint and no trained weights, only metrics.jsonl
+                                (benchmarks: a full fine-tune's checkpoint is many GiB) */
     const char *device;      /* "auto" (NULL), "cpu" or "cuda": see rt_device_choose in device.h */
     const char *dump_grads;  /* after the first step's micro-batches, before its optimizer phase: write
                                 every gradient buffer (grad:<weight>, F32 sums over the step's target

@@ -3,6 +3,8 @@
  * whose stream depends only on the seed and the tensor's name (so a run is reproducible
  * and resume can rebuild frozen weights instead of storing them). */
 #include <math.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +56,82 @@ double rt_init_value(plan_init_t kind, double param, uint64_t seed, int64_t i)
 
 uint64_t rt_init_seed(uint64_t seed, const char *name) { return name_seed(seed, name); }
 
+typedef struct {
+    plan_init_t kind;
+    double param;
+    uint64_t seed;
+    ir_dtype_t dtype;
+    unsigned char *dst;
+    int64_t begin, end;
+} init_job_t;
+
+/* One thread's share: values [begin, end) through a small float64 block into dtype storage. */
+static void *init_range(void *arg)
+{
+    const init_job_t *j = arg;
+    enum { BLOCK = 4096 };
+    double v[BLOCK];
+    size_t es = ir_dtype_size(j->dtype);
+    for (int64_t i = j->begin; i < j->end; i += BLOCK) {
+        int64_t n = j->end - i < BLOCK ? j->end - i : BLOCK;
+        for (int64_t k = 0; k < n; k++)
+            v[k] = rt_init_value(j->kind, j->param, j->seed, i + k);
+        rt_store_f64(j->dtype, v, n, j->dst + (size_t)i * es);
+    }
+    return NULL;
+}
+
+/* Below this many values a tensor is filled by the calling thread alone. */
+#define INIT_SPLIT_MIN (1 << 20)
+
+int rt_init_fill(plan_init_t kind, double param, uint64_t seed, ir_dtype_t dt, void *dst, int64_t n, int nthreads)
+{
+    init_job_t base = {kind, param, seed, dt, dst, 0, n};
+    if (nthreads <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nthreads = cpus > 0 ? (int)(cpus < 32 ? cpus : 32) : 1;
+    }
+    int64_t most = n / INIT_SPLIT_MIN + 1;
+    if (nthreads > most)
+        nthreads = (int)most;
+    if (nthreads <= 1) {
+        init_range(&base);
+        return 1;
+    }
+    init_job_t *jobs = ft_xcalloc((size_t)nthreads, sizeof *jobs);
+    pthread_t *tid = ft_xcalloc((size_t)nthreads, sizeof *tid);
+    bool *started = ft_xcalloc((size_t)nthreads, sizeof *started);
+    int64_t per = (n + nthreads - 1) / nthreads;
+    for (int k = 0; k < nthreads; k++) {
+        jobs[k] = base;
+        jobs[k].begin = (int64_t)k * per < n ? (int64_t)k * per : n;
+        jobs[k].end = jobs[k].begin + per < n ? jobs[k].begin + per : n;
+        /* a thread that cannot be started leaves its share to this one */
+        started[k] = k > 0 && pthread_create(&tid[k], NULL, init_range, &jobs[k]) == 0;
+    }
+    init_range(&jobs[0]);
+    for (int k = 1; k < nthreads; k++) {
+        if (started[k])
+            pthread_join(tid[k], NULL);
+        else
+            init_range(&jobs[k]);
+    }
+    free(started);
+    free(tid);
+    free(jobs);
+    return nthreads;
+}
+
+int rt_init_host(rt_exec_t *x, int id, plan_init_t kind, double param, uint64_t seed, ft_err_t *e)
+{
+    const ir_tensor_t *t = &x->g->t[id];
+    void *buf = ft_xmalloc((size_t)ir_nbytes(t));
+    rt_init_fill(kind, param, seed, t->dtype, buf, ir_numel(t), 0);
+    int rc = x->ops->write(x, id, buf, e);
+    free(buf);
+    return rc;
+}
+
 static void shape_text(int ndim, const int64_t *shape, char *buf, size_t cap)
 {
     size_t n = (size_t)snprintf(buf, cap, "[");
@@ -101,17 +179,11 @@ static int load_tensor(rt_exec_t *x, int id, const st_model_t *m, const char *sr
 
 /* A seeded initialiser: on the device where the executor can (the values are the host's
  * bit for bit, and an 8B-parameter model takes a second there instead of minutes here). */
-static int init_random(rt_exec_t *x, const plan_weight_t *w, const ir_tensor_t *t, uint64_t seed, ft_err_t *e)
+static int init_random(rt_exec_t *x, const plan_weight_t *w, uint64_t seed, ft_err_t *e)
 {
     if (x->ops->init_random)
         return x->ops->init_random(x, w->tensor, w->init, w->param, seed, e);
-    int64_t n = ir_numel(t);
-    double *buf = ft_xmalloc((size_t)n * sizeof *buf);
-    for (int64_t i = 0; i < n; i++)
-        buf[i] = rt_init_value(w->init, w->param, seed, i);
-    int rc = rt_exec_write_f64(x, w->tensor, buf, e);
-    free(buf);
-    return rc;
+    return rt_init_host(x, w->tensor, w->init, w->param, seed, e);
 }
 
 static int open_sources(const plan_t *p, st_model_t *base, st_model_t *adapter, bool *has_base, bool *has_adapter,
@@ -154,7 +226,7 @@ int rt_weights_init(rt_exec_t *x, const plan_t *p, ft_err_t *e)
             rc = load_tensor(x, w->tensor, &adapter, p->cfg.lora_init, w->key, e);
         } else {
             uint64_t seed = t->role == IR_TRAINABLE && p->cfg.tuner == FT_TUNER_LORA ? p->cfg.seed : p->cfg.init_seed;
-            rc = init_random(x, w, t, name_seed(seed, t->name), e);
+            rc = init_random(x, w, name_seed(seed, t->name), e);
         }
     }
     for (int i = 0; i < p->g.n && rc == 0; i++)

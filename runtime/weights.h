@@ -11,6 +11,12 @@
  * executor's init kernel computes the same bits. */
 double rt_init_value(plan_init_t kind, double param, uint64_t seed, int64_t i);
 uint64_t rt_init_seed(uint64_t seed, const char *name);
+/* The n values of that initialiser stored in dtype dt at dst; nthreads (0 = one per CPU, at
+ * most 32; a tensor under 2^20 values uses one) changes nothing but the time. Returns the
+ * number of threads used. */
+int rt_init_fill(plan_init_t kind, double param, uint64_t seed, ir_dtype_t dt, void *dst, int64_t n, int nthreads);
+/* rt_init_fill into a host buffer, then into tensor id through the executor. */
+int rt_init_host(rt_exec_t *x, int id, plan_init_t kind, double param, uint64_t seed, ft_err_t *e);
 
 /* Fills every manifest weight; gradient buffers and optimizer state start at zero. */
 int rt_weights_init(rt_exec_t *x, const plan_t *p, ft_err_t *e);

@@ -2,12 +2,16 @@
  * learns and is bit-reproducible, resume is exact, gradient accumulation equals a larger
  * micro-batch, the LoRA adapter has PEFT's layout and reproduces the trained model once
  * merged, the planned peak is the executor's arena, and the reported gradient norm is
- * the one before clipping. */
+ * the one before clipping. Also what the metrics carry (MFU only where the device's peak
+ * is known: never on the CPU), the GPU peak table, model FLOPs without recompute clones,
+ * --no-save, and the threaded seeded initialiser giving the same values as one thread. */
 #include <jansson.h>
 #include <math.h>
 
 #include "check.h"
+#include "runtime/device.h"
 #include "runtime/safetensors.h"
+#include "runtime/weights.h"
 #include "runutil.h"
 
 #define LORA_SPEC "models/tiny-llama-lora.fbs"
@@ -292,6 +296,109 @@ static void test_dump_after(void)
     CHECK(sh("grep -q \"no pass named 'nosuchpass'\" %s/dump.txt", W) == 0);
 }
 
+/* CPU runs carry no MFU (no device peak) and no device memory; --no-save writes the metrics
+ * and nothing else. */
+static void test_cpu_metrics_and_no_save(void)
+{
+    CHECK(compile(LORA_SPEC, "nosave.bin", "-s train.steps=3") == 0);
+    char args[4096];
+    snprintf(args, sizeof args, "--out %s/nosave --no-save", W);
+    CHECK(train("nosave.bin", args) == 0);
+    char m[4096];
+    metrics_path(m, sizeof m, "nosave");
+    double v[8];
+    CHECK(read_metric(m, "loss", v, NULL, 8) == 3);
+    CHECK_MSG(read_metric(m, "mfu", v, NULL, 8) == 0, "a CPU run reported MFU");
+    CHECK_MSG(read_metric(m, "device_mem_bytes", v, NULL, 8) == 0, "a CPU run reported device memory");
+    const char *none[] = {"checkpoint.safetensors", "adapter_model.safetensors", "adapter_config.json"};
+    for (size_t i = 0; i < sizeof none / sizeof none[0]; i++) {
+        char f[4096];
+        snprintf(f, sizeof f, "%s/nosave/%s", W, none[i]);
+        FILE *fp = fopen(f, "rb");
+        CHECK_MSG(fp == NULL, "--no-save wrote %s", none[i]);
+        if (fp)
+            fclose(fp);
+    }
+}
+
+static void test_gpu_peak_table(void)
+{
+    struct {
+        const char *name;
+        int major, minor;
+        double want;
+    } cases[] = {
+        {"NVIDIA H100 80GB HBM3", 9, 0, 989.4e12}, {"NVIDIA H200", 9, 0, 989.4e12},
+        {"NVIDIA GH200 480GB", 9, 0, 989.4e12},    {"NVIDIA H100 PCIe", 9, 0, 756.5e12},
+        {"NVIDIA H100 NVL", 9, 0, 835.5e12},       {"NVIDIA A100-SXM4-80GB", 8, 0, 312e12},
+        {"NVIDIA A100 80GB PCIe", 8, 0, 312e12},   {"NVIDIA GeForce RTX 4090", 8, 9, 0},
+        {"NVIDIA H100 (wrong capability)", 8, 0, 0}, {"NVIDIA B200", 10, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rt_gpu_info_t gi = {.major = cases[i].major, .minor = cases[i].minor};
+        snprintf(gi.name, sizeof gi.name, "%s", cases[i].name);
+        CHECK_MSG(rt_gpu_peak_flops(&gi) == cases[i].want, "%s: %g", cases[i].name, rt_gpu_peak_flops(&gi));
+    }
+    CHECK(rt_gpu_peak_flops(NULL) == 0);
+}
+
+/* MFU's numerator leaves the recompute clones out: the same as the plan without recompute. */
+static void test_model_flops_without_recompute(void)
+{
+    CHECK(compile(LORA_SPEC, "rc-none.bin", "-s train.recompute=none -s train.grad_accum=3") == 0);
+    CHECK(compile(LORA_SPEC, "rc-full.bin", "-s train.recompute=full -s train.grad_accum=3") == 0);
+    char pa[1024], pb[1024];
+    snprintf(pa, sizeof pa, "%s/rc-none.bin", W);
+    snprintf(pb, sizeof pb, "%s/rc-full.bin", W);
+    plan_t a, b;
+    ft_err_t e;
+    if (plan_read(pa, &a, &e) != 0 || plan_read(pb, &b, &e) != 0) {
+        CHECK_MSG(0, "%s", e.msg);
+        return;
+    }
+    double none = ir_step_flops(&a.g, 3, true), full = ir_step_flops(&b.g, 3, true);
+    double model = ir_step_flops(&b.g, 3, false);
+    CHECK_MSG(full > none * 1.1, "recompute adds no FLOPs: %g vs %g", full, none);
+    CHECK_NEAR(model, none, 1e-12);
+    CHECK_NEAR(ir_step_flops(&a.g, 3, false), none, 1e-12);
+    double micro, opt, bytes;
+    ir_cost(&a.g, IR_PH_MICRO, &micro, &bytes);
+    ir_cost(&a.g, IR_PH_OPT, &opt, &bytes);
+    CHECK_NEAR(none, 3 * micro + opt, 1e-12);
+    plan_free(&a);
+    plan_free(&b);
+}
+
+/* The seeded initialisers split over threads give the values of one thread, bit for bit. */
+static void test_init_fill_threads(void)
+{
+    int64_t n = 3 * (1 << 20) + 5;
+    plan_init_t kinds[] = {PLAN_INIT_NORMAL, PLAN_INIT_UNIFORM, PLAN_INIT_ONES};
+    ir_dtype_t dts[] = {IR_F32, IR_BF16};
+    for (size_t k = 0; k < 3; k++)
+        for (size_t d = 0; d < 2; d++) {
+            size_t bytes = (size_t)n * ir_dtype_size(dts[d]);
+            unsigned char *one = malloc(bytes), *many = malloc(bytes);
+            CHECK(rt_init_fill(kinds[k], 0.02, rt_init_seed(7, "model.layers.0.w"), dts[d], one, n, 1) == 1);
+            CHECK(rt_init_fill(kinds[k], 0.02, rt_init_seed(7, "model.layers.0.w"), dts[d], many, n, 5) == 4);
+            CHECK_MSG(memcmp(one, many, bytes) == 0, "init kind %d dtype %d: threads change the values", (int)kinds[k],
+                      (int)dts[d]);
+            free(one);
+            free(many);
+        }
+    /* the normal stream has the asked-for spread */
+    float *f = malloc((size_t)n * sizeof *f);
+    rt_init_fill(PLAN_INIT_NORMAL, 0.02, rt_init_seed(1, "x"), IR_F32, f, n, 0);
+    double s1 = 0, s2 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        s1 += f[i];
+        s2 += (double)f[i] * f[i];
+    }
+    double mean = s1 / (double)n, sd = sqrt(s2 / (double)n - mean * mean);
+    CHECK_MSG(fabs(mean) < 1e-4 && fabs(sd - 0.02) < 2e-4, "normal init: mean %g, std %g", mean, sd);
+    free(f);
+}
+
 int main(void)
 {
     scratch_dir(W, sizeof W, "train");
@@ -304,5 +411,9 @@ int main(void)
     test_peak_matches_arena(FULL_SPEC);
     test_grad_norm_before_clipping();
     test_dump_after();
+    test_cpu_metrics_and_no_save();
+    test_gpu_peak_table();
+    test_model_flops_without_recompute();
+    test_init_fill_threads();
     return CHECK_DONE();
 }

@@ -8,8 +8,9 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ftrun PLAN.bin [--device auto|cpu|cuda] [--steps N] [--data FILE.tok] [--out DIR]\n"
-               "             [--resume DIR] [--stop-after N] [--eval] [--quiet] [--dump-grads FILE.safetensors]\n"
+               "             [--resume DIR] [--stop-after N] [--eval] [--quiet] [--no-save] [--dump-grads FILE.safetensors]\n"
                "             [--profile FILE]\n"
+               "  --no-save          write no checkpoint and no trained weights, only metrics.jsonl (benchmarks)\n"
                "  --dump-grads FILE  after the first step's micro-batches, write every gradient (grad:<weight>, F32\n"
                "                     sums over the step's target tokens), loss_sum and target_tokens to FILE\n"
                "  --profile FILE     (GPU) time every node of the third step launch by launch; append one line per\n"
@@ -63,6 +64,8 @@ static int parse_args(int argc, char **argv, run_args_t *a)
                 a->o.eval_only = true;
             else if (strcmp(s, "--quiet") == 0)
                 a->o.quiet = true;
+            else if (strcmp(s, "--no-save") == 0)
+                a->o.no_save = true;
             else if (s[0] != '-' && !a->plan)
                 a->plan = s;
             else

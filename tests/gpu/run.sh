@@ -3,8 +3,9 @@
 # Builds into build-gpu, optionally runs the CPU ctest suite, runs test_kernels (every kernel
 # and matmul against the CPU reference executor), compiles the tiny Llama (LoRA and full) for
 # the GPU's architecture, trains each 20 steps with --device cuda and --device cpu from the
-# same plan and compares the loss curves step by step, checks that CUDA-graph replay gives
-# the same bits as launch-by-launch runs and that a stopped and resumed GPU run repeats the
+# same plan and compares the loss curves step by step (and that the GPU's metrics carry MFU
+# where runtime/device.c knows the GPU's peak, the CPU's never), checks that CUDA-graph
+# replay gives the same bits as launch-by-launch runs and that a stopped and resumed GPU run repeats the
 # uninterrupted one, that --device auto/cuda choose as documented and that a diverging run
 # stops naming a culprit (noting when the CPU names another), and runs a 2-step GPU training
 # under compute-sanitizer (memcheck and racecheck). Logs go to build-gpu/gpu-logs
@@ -140,6 +141,21 @@ for model in lora full; do
         awk '{ printf "  step %3d  cpu %-22s cuda %-22s\n", NR, $2, $4 }' >"$LOG/curve-$model.txt"
     grep -o '"device_mem_bytes": [0-9]*' "$W/$model-cuda/metrics.jsonl" | tail -1 | sed 's/^/      /' | tee -a "$SUMMARY"
     grep -o '"tokens_per_s": [0-9.]*' "$W/$model-cuda/metrics.jsonl" | tail -1 | sed 's/^/      /' | tee -a "$SUMMARY"
+    # MFU: in the GPU's metrics where runtime/device.c knows its peak, never in the CPU's
+    if grep -q '"mfu": ' "$W/$model-cpu/metrics.jsonl"; then
+        result "tiny-llama-$model: no mfu in the CPU's metrics" fail "the CPU run reported one"
+    fi
+    case "$(nvidia-smi --query-gpu=name --format=csv,noheader -i "${LOCAL_RANK:-0}" 2>/dev/null)" in
+    *H100* | *H200* | *A100*)
+        if grep -q '"mfu": [0-9]' "$W/$model-cuda/metrics.jsonl" && grep -q '| MFU [0-9.]*% |' "$LOG/train-$model-cuda.log"; then
+            result "tiny-llama-$model: the GPU's metrics and progress line carry MFU" ok \
+                "$(grep -o '"mfu": [0-9.e-]*' "$W/$model-cuda/metrics.jsonl" | tail -1)"
+        else
+            result "tiny-llama-$model: the GPU's metrics and progress line carry MFU" fail "no mfu"
+        fi
+        ;;
+    *) note "skip  MFU check: this GPU is not in runtime/device.c's table of peaks" ;;
+    esac
 
     # the same run launch by launch: CUDA-graph replay must not change a bit
     if FTC_NO_CUDA_GRAPH=1 "$B/ftrun" "$plan" --device cuda --steps "$STEPS" --out "$W/$model-nograph" \
