@@ -8,7 +8,7 @@ process under a timeout: bench/hf_peft.py (HF + PEFT), then ftc (write the token
 tokens/s, MFU, peak GiB), appends one JSON line per (system, workload) to
 bench/results/results.jsonl, and where $OUT is set keeps there, refreshed after every run,
 bench-table.txt, bench-results.jsonl (this run's lines), bench-logs.tar.gz (every log and
-ftrun's metrics) and, with --profile, bench-profile.txt (nsys's top kernels of 3 ftrun
+ftrun's metrics) and, with --profile, bench-profile.txt (ftrun --profile: per-op times of the third of 3 ftrun
 steps). A run that fails (out of memory, crash, timeout) becomes a "failed: reason" row.
 
 This process imports no torch and touches no GPU itself.
@@ -303,8 +303,8 @@ class Bench:
 
     def ftc_notes(self, wl):
         if wl["tuner"] == "lora":
-            return "bf16 base and compute, LoRA weights, gradients and AdamW state in fp32, recompute full"
-        return "bf16 compute, fp32 master weights, gradients and AdamW state, recompute full"
+            return "bf16 base and compute, LoRA weights, gradients and AdamW state in fp32, recompute selective"
+        return "bf16 compute, fp32 master weights, gradients and AdamW state, recompute selective"
 
     def run_ftc(self, workload, wdir, profile=False):
         wl = common.WORKLOADS[workload]
@@ -334,9 +334,10 @@ class Bench:
         cmd = [os.path.join(self.build, "ftrun"), plan, "--device", "cpu" if self.a.device == "cpu" else "cuda",
                "--steps", steps, "--data", tok, "--out", run_dir, "--no-save"]
         if profile:
-            rep = os.path.join(wdir, "profile")
-            cmd = [self.nsys, "profile", "--trace=cuda", "--cuda-graph-trace=node", "--sample=none",
-                   "--cpuctxsw=none", "--force-overwrite=true", "-o", rep] + cmd + ["--quiet"]
+            prof = os.path.join(wdir, "profile.tsv")
+            if os.path.exists(prof):
+                os.remove(prof)
+            cmd += ["--profile", prof, "--quiet"]
         left = timeout - (time.monotonic() - t0)
         rc, dt = run_cmd(cmd, log_path, left)
         res["run_wall_s"] = round(dt, 1)
@@ -377,26 +378,11 @@ class Bench:
 
     # ---- profile ----
 
-    def find_nsys(self):
-        cands = [shutil.which("nsys"), "/usr/local/cuda/bin/nsys"]
-        cands += sorted(glob.glob("/opt/nvidia/nsight-systems/*/bin/nsys"), reverse=True)
-        cands += sorted(glob.glob("/usr/local/cuda*/nsight-systems*/bin/nsys"), reverse=True)
-        for c in cands:
-            if c and os.access(c, os.X_OK):
-                return c
-        return None
-
     def profile(self):
-        self.nsys = self.find_nsys()
-        if not self.nsys:
-            self.profile_text.append("--profile: nsys not found (looked in PATH, /usr/local/cuda/bin, "
-                                     "/opt/nvidia/nsight-systems/*/bin, /usr/local/cuda*/nsight-systems*/bin)")
-            log(self.profile_text[-1])
-            self.publish()
-            return
-        ver = sh_out([self.nsys, "--version"]) or "?"
-        self.profile_text.append(f"# nsys: {self.nsys} ({ver}); ftrun, 3 steps (the first launches kernel by kernel, "
-                                 f"the next replay CUDA graphs, traced per node); {self.device}, commit {self.commit}")
+        """ftrun --profile: the third step run node by node between CUDA events; its per-op
+        summary (ms, share, achieved TFLOP/s and GB/s) goes to bench-profile.txt."""
+        self.profile_text.append(f"# ftrun --profile: 3 steps, the third timed node by node (CUDA events, no graph); "
+                                 f"{self.device}, commit {self.commit}")
         for w in self.workloads:
             left = self.time_left()
             if left is not None and left < 90:
@@ -404,27 +390,18 @@ class Bench:
                 continue
             wdir = os.path.join(self.work, w)
             os.makedirs(wdir, exist_ok=True)
-            log(f"bench: profiling ftc {w} under nsys")
+            log(f"bench: profiling ftc {w}")
             res = self.run_ftc(w, wdir, profile=True)
-            rep = os.path.join(wdir, "profile.nsys-rep")
-            if res["status"] != "ok" or not os.path.exists(rep):
+            prof = os.path.join(wdir, "profile.tsv")
+            if res["status"] != "ok" or not os.path.exists(prof):
                 self.profile_text.append(f"\n## {w}: {res['status']}")
                 continue
-            text = None
-            for report in ("cuda_gpu_kern_sum", "gpukernsum"):  # the second: nsys before 2023
-                try:
-                    r = subprocess.run([self.nsys, "stats", "--report", report, "--format", "column", rep],
-                                       capture_output=True, text=True, timeout=300)
-                except subprocess.TimeoutExpired:
-                    text = "nsys stats timed out"
-                    break
-                if r.returncode == 0 and "Time" in r.stdout:
-                    text = r.stdout
-                    break
-                text = (r.stdout + r.stderr)[-2000:]
-            lines = [l.rstrip() for l in text.splitlines() if l.strip()][:120]
-            self.profile_text.append(f"\n## {w}: nsys stats --report cuda_gpu_kern_sum (top kernels by total time)")
-            self.profile_text += lines
+            rows = [l.rstrip("\n").split("\t") for l in open(prof) if not l.startswith("#")]
+            rows.sort(key=lambda r: -float(r[5]) if len(r) > 5 else 0)
+            self.profile_text.append(f"\n## {w}: per op")
+            self.profile_text += [l.rstrip() for l in open(prof) if l.startswith("#")]
+            self.profile_text.append(f"## {w}: the 25 slowest nodes (phase, node, op, kernel, shape, ms, FLOP, bytes, name)")
+            self.profile_text += ["\t".join(r) for r in rows[:25]]
             self.publish()
 
     # ---- main ----
@@ -472,7 +449,7 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for a device the table lacks")
     ap.add_argument("--target", default=None, help="ftc --target (default from nvidia-smi: sm_XY)")
     ap.add_argument("--commit", default=None, help="commit to record (default: git, +dirty if the tree is)")
-    ap.add_argument("--profile", action="store_true", help="also run ftrun 3 steps under nsys per workload")
+    ap.add_argument("--profile", action="store_true", help="also run ftrun 3 steps with --profile per workload (per-op times of the third step)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                     help="cpu only checks the scripts (tiny workloads, with --peak-tflops)")
     a = ap.parse_args()

@@ -4,7 +4,7 @@
 # For each workload, HF + PEFT (bench/hf_peft.py) and ftc (ftc compile + ftrun) run one after
 # the other, each in its own process under a timeout; the table goes to stdout, one JSON line
 # per (system, workload) to bench/results/results.jsonl, and where $OUT is set the table,
-# this run's JSON lines, the logs and (--profile) nsys's kernel summary to $OUT.
+# this run's JSON lines, the logs and (--profile) ftrun --profile's per-op summary to $OUT.
 # `bash bench/run.sh --help` lists the options; bench/README.md says what is measured.
 # ftc and ftrun come from --build (default build/), built beforehand, on this machine or on
 # one with the same toolkit and carried here; compiled kernels are cached in
