@@ -481,8 +481,8 @@ int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l
     l->grid[0] = l->grid[1] = l->grid[2] = 1;
     l->block[0] = l->block[1] = l->block[2] = 1;
     switch (ops[t->op].shape) {
-    case SH_EW:
-        set_1d(l, clamp_u(ceil_div(ir_numel(t), CG_EW_THREADS), CG_EW_MAX_BLOCKS), CG_EW_THREADS);
+    case SH_EW: /* 8 elements per thread: the vector step of ftk_map*, a few grid-stride turns elsewhere */
+        set_1d(l, clamp_u(ceil_div(ir_numel(t), (int64_t)CG_EW_THREADS * 8), CG_EW_MAX_BLOCKS), CG_EW_THREADS);
         break;
     case SH_ROWS: {
         int64_t d = x->ndim > 0 ? x->shape[x->ndim - 1] : 1;

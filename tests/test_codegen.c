@@ -234,7 +234,7 @@ static void check_geometry(const ir_graph_t *g, const cg_launch_t *l, const char
     case OP_ADD:
     case OP_ADAMW:
     case OP_CAST:
-        CHECK_MSG(threads == 256 && (int64_t)l->grid[0] == (ir_numel(t) + 255) / 256, "%s: %s grid %u", what, t->name,
+        CHECK_MSG(threads == 256 && (int64_t)l->grid[0] == (ir_numel(t) + 2047) / 2048, "%s: %s grid %u", what, t->name,
                   l->grid[0]);
         break;
     default:

@@ -3,7 +3,7 @@
  * defines: ftk::fill, ftk::fill_const, ftk::add, ftk::mul, ftk::scale, ftk::cast,
  *          ftk::silu, ftk::silu_bwd, ftk::swiglu, ftk::swiglu_bwd_g, ftk::swiglu_bwd_u,
  *          ftk::acc, ftk::dropout, ftk::gnorm, ftk::adamw
- * launch:  256 threads, a grid over a.n elements with a grid-stride loop (gnorm: 1 block).
+ * launch:  256 threads, a grid of ceil(a.n / 2048) blocks (8 elements per thread) with grid-stride loops (gnorm: 1 block).
  * Template parameters are the storage types of the inputs in order, then of the output.
  * acc and adamw work in place: the output is input 0's storage (adamw also writes inputs 2
  * and 3); every element is read before it is written, by the same thread.
