@@ -303,8 +303,8 @@ class Bench:
 
     def ftc_notes(self, wl):
         if wl["tuner"] == "lora":
-            return "bf16 base and compute, LoRA weights, gradients and AdamW state in fp32, recompute selective"
-        return "bf16 compute, fp32 master weights, gradients and AdamW state, recompute selective"
+            return "bf16 base and compute, LoRA weights, gradients and AdamW state in fp32, recompute auto under a memory budget below HF's peak"
+        return "bf16 compute, fp32 master weights, gradients and AdamW state, recompute auto under a memory budget below HF's peak"
 
     def run_ftc(self, workload, wdir, profile=False):
         wl = common.WORKLOADS[workload]

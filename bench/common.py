@@ -128,7 +128,7 @@ def check_spec(path, wl):
     text = re.sub(r"#[^\n]*", "", open(path).read())
     want = {k: wl["model"][v] for k, v in SPEC_KEYS.items()}
     want.update(seq_len=wl["seq"], micro_batch=wl["batch"], grad_accum=1, lr=wl["lr"], grad_clip=GRAD_CLIP,
-                weight_decay=0, warmup=0, schedule="constant", recompute="selective", packing="off",
+                weight_decay=0, warmup=0, schedule="constant", packing="off",
                 tie_embeddings="true" if wl["model"]["tie"] else "false")
     if wl["tuner"] == "lora":
         want.update(rank=LORA_R, alpha=LORA_ALPHA)

@@ -14,6 +14,12 @@ typedef struct {
     const char *dump_after;  /* pass name, "all", or NULL */
     FILE *dump;              /* where dumps go */
     bool verbose;
+    /* recompute's choice where it is not the config's: `recompute auto` makes it (pipeline.c) */
+    bool recompute_set;
+    ft_recompute_t recompute; /* none, full or selective */
+    int recompute_keep;       /* the last this many transformer blocks are not recomputed at all */
+    char *note;               /* optional: what the pipeline chose, for the user */
+    size_t note_cap;
 } pass_ctx_t;
 
 typedef int (*pass_fn_t)(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e);

@@ -71,11 +71,18 @@ static int clone_of(rc_state_t *st, int id)
 
 int pass_recompute(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
 {
-    ft_recompute_t mode = ctx->cfg ? ctx->cfg->recompute : FT_RECOMPUTE_NONE;
+    ft_recompute_t mode = ctx->recompute_set ? ctx->recompute : ctx->cfg ? ctx->cfg->recompute : FT_RECOMPUTE_NONE;
     if (mode == FT_RECOMPUTE_NONE)
         return 0;
+    if (mode == FT_RECOMPUTE_AUTO)
+        return ft_fail(e, "recompute: 'auto' is chosen by the pipeline (pass_run_all), not this pass alone");
     if (mode != FT_RECOMPUTE_FULL && mode != FT_RECOMPUTE_SELECTIVE)
-        return ft_fail(e, "recompute: only 'none', 'full' and 'selective' are implemented in this build");
+        return ft_fail(e, "recompute: unknown mode %d", (int)mode);
+    int nblocks = 0;
+    for (int i = 0; i < g->n; i++)
+        if (g->t[i].block + 1 > nblocks)
+            nblocks = g->t[i].block + 1;
+    int first_kept = nblocks - (ctx->recompute_set ? ctx->recompute_keep : 0); /* blocks from here keep everything */
     int n0 = g->n;
     rc_state_t st = {g, ft_xmalloc((size_t)(n0 ? n0 : 1) * sizeof(int)),
                      ft_xcalloc((size_t)(n0 ? n0 : 1), sizeof(bool))};
@@ -85,7 +92,7 @@ int pass_recompute(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
         mark_kept(g, st.keep);
     int rc = 0;
     for (int i = 0; i < n0 && rc == 0; i++) {
-        if (!(g->t[i].flags & IR_FLAG_BWD) || g->t[i].block < 0)
+        if (!(g->t[i].flags & IR_FLAG_BWD) || g->t[i].block < 0 || g->t[i].block >= first_kept)
             continue;
         for (int s = 0; s < g->t[i].nsrc; s++) {
             int x = g->t[i].src[s];

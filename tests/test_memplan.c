@@ -128,8 +128,41 @@ static void check_checker_catches(const ir_graph_t *g0)
     ir_graph_free(&g);
 }
 
+static int64_t arena_with(const char *recompute, int64_t budget)
+{
+    char r[64], b[64];
+    snprintf(r, sizeof r, "train.recompute=%s", recompute);
+    snprintf(b, sizeof b, "train.memory_budget=%lld", (long long)budget);
+    const char *ov[] = {"model.layers=4", r, b, NULL};
+    ir_graph_t g;
+    if (compile_graph("models/tiny-llama-full.fbs", ov, &g) != 0)
+        return -1;
+    int64_t a = g.arena_bytes;
+    ir_graph_free(&g);
+    return a;
+}
+
+/* recompute auto picks the least recomputation whose arena fits the budget less 512 MiB:
+ * none, else selective keeping whole as many last blocks as fit, else full, else an error. */
+static void check_recompute_auto(void)
+{
+    const int64_t reserve = (int64_t)512 << 20;
+    int64_t none = arena_with("none", 0), sel = arena_with("selective", 0), full = arena_with("full", 0);
+    CHECK_MSG(full > 0 && full < sel && sel < none, "arenas: full %lld, selective %lld, none %lld", (long long)full,
+              (long long)sel, (long long)none);
+    CHECK(arena_with("auto", reserve + none) == none);
+    CHECK(arena_with("auto", reserve + full) == full);
+    int64_t mid = arena_with("auto", reserve + sel + (none - sel) / 2);
+    CHECK_MSG(mid >= sel && mid <= reserve + sel + (none - sel) / 2 && mid < none, "auto between: %lld", (long long)mid);
+    CHECK(arena_with("auto", reserve + sel) == sel);
+    fprintf(stderr, "(an error about the budget is expected next)\n");
+    CHECK(arena_with("auto", reserve + full - 1) == -1);
+    CHECK(arena_with("auto", 0) == -1); /* auto needs a budget */
+}
+
 int main(void)
 {
+    check_recompute_auto();
     DIR *d = opendir("models");
     CHECK(d != NULL);
     int nspecs = 0;

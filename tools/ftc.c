@@ -159,9 +159,12 @@ static int compile(int argc, char **argv)
     ir_graph_init(&p.g);
     model_manifest_t m = {0};
     int rc = model_build(&p.cfg, &p.g, &m, &e);
-    pass_ctx_t ctx = {.cfg = &p.cfg, .dump_after = a.dump_after, .dump = stdout};
+    char note[256] = "";
+    pass_ctx_t ctx = {.cfg = &p.cfg, .dump_after = a.dump_after, .dump = stdout, .note = note, .note_cap = sizeof note};
     if (rc == 0)
         rc = pass_run_all(&p.g, &ctx, &e);
+    if (rc == 0 && note[0])
+        fprintf(stderr, "ftc: %s\n", note);
     if (rc == 0)
         rc = resolve_manifest(&p, &m, &e);
     if (rc == 0)
