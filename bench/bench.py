@@ -396,6 +396,7 @@ class Bench:
             if res["status"] != "ok" or not os.path.exists(prof):
                 self.profile_text.append(f"\n## {w}: {res['status']}")
                 continue
+            self.logs.append((prof, f"{w}/ftrun-profile.tsv"))
             rows = [l.rstrip("\n").split("\t") for l in open(prof) if not l.startswith("#")]
             rows.sort(key=lambda r: -float(r[5]) if len(r) > 5 else 0)
             self.profile_text.append(f"\n## {w}: per op")

@@ -49,7 +49,7 @@ typedef struct {
     unsigned bounds2;
 } cg_op_t;
 
-_Static_assert(OP_COUNT == 36, "a new op needs its kernel (or NULL) in codegen/emit.c's ops[]");
+_Static_assert(OP_COUNT == 37, "a new op needs its kernel (or NULL) in codegen/emit.c's ops[]");
 
 static const cg_op_t ops[OP_COUNT] = {
     [OP_LEAF] = {NULL, SH_NONE, 0},
@@ -88,6 +88,7 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_ADAMW] = {"adamw", SH_EW, CG_EW_THREADS},
     [OP_ATTN_LSE] = {"attn_lse", SH_ATTN, CG_ATT_BOUNDS},
     [OP_ROWSUM] = {"rowsum", SH_WARP_ROWS, CG_EW_THREADS},
+    [OP_AFTER] = {NULL, SH_NONE, 0},
 };
 
 /* The template files in the order the source needs them: the argument block, the shared

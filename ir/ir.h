@@ -76,6 +76,7 @@ typedef enum {
     OP_ATTN_LSE,      /* (q, k, doc) -> [B,S,Hq,1]: log-sum-exp over the keys query i sees (attn's
                          mask) of fp[0]·q_i·k_j; built by attn's VJP in f32 (f64 for f64 q) */
     OP_ROWSUM,        /* (a[..., D]) -> [..., 1]: sum over the last axis */
+    OP_AFTER,         /* (x, dep) -> x's bytes, read only once dep has run: an in-place write's result */
     OP_COUNT
 } ir_op_t;
 

@@ -5,13 +5,13 @@
 #include "ir.h"
 
 extern const ir_op_desc_t ir_op_leaf, ir_op_fill, ir_op_embed, ir_op_embed_bwd, ir_op_matmul,
-    ir_op_add, ir_op_mul, ir_op_scale, ir_op_cast, ir_op_reshape, ir_op_permute, ir_op_slice,
+    ir_op_add, ir_op_mul, ir_op_scale, ir_op_cast, ir_op_reshape, ir_op_after, ir_op_permute, ir_op_slice,
     ir_op_slice_bwd, ir_op_concat, ir_op_rmsnorm, ir_op_rmsnorm_bwd_x, ir_op_rmsnorm_bwd_w,
     ir_op_rope, ir_op_silu, ir_op_silu_bwd, ir_op_swiglu, ir_op_swiglu_bwd_g, ir_op_swiglu_bwd_u,
     ir_op_attn, ir_op_attn_bwd, ir_op_xent, ir_op_xent_bwd, ir_op_sum, ir_op_mean, ir_op_dropout,
     ir_op_sumsq, ir_op_acc, ir_op_gnorm, ir_op_adamw, ir_op_attn_lse, ir_op_rowsum;
 
-_Static_assert(OP_COUNT == 36, "a new op needs its descriptor in ir_ops[]");
+_Static_assert(OP_COUNT == 37, "a new op needs its descriptor in ir_ops[]");
 
 const ir_op_desc_t *const ir_ops[OP_COUNT] = {
     [OP_LEAF] = &ir_op_leaf,
@@ -50,4 +50,5 @@ const ir_op_desc_t *const ir_ops[OP_COUNT] = {
     [OP_ADAMW] = &ir_op_adamw,
     [OP_ATTN_LSE] = &ir_op_attn_lse,
     [OP_ROWSUM] = &ir_op_rowsum,
+    [OP_AFTER] = &ir_op_after,
 };

@@ -392,11 +392,24 @@ static int want_rows(const char *op, const char *what, const ir_tensor_t *t, con
                    (long long)q->shape[1], (long long)q->shape[2], (long long)n);
 }
 
+static ir_dtype_t stats_dtype(ir_dtype_t q);
+
+/* The optional fifth input receives the rows' log-sum-exp (what attn_lse computes), written
+ * in place: passes/fuse.c gives it where attn_lse would redo the same work. */
 static int attn_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     if (attn_check("attn", g, node, e))
         return -1;
-    op_copy_shape(node, op_src(g, node, 0));
+    const ir_tensor_t *q = op_src(g, node, 0);
+    if (node->nsrc == 5) {
+        const ir_tensor_t *l = op_src(g, node, 4);
+        if (want_rows("attn", "lse", l, q, 1, e))
+            return -1;
+        if (l->dtype != stats_dtype(q->dtype))
+            return ft_fail(e, "attn: lse must be %s, not %s", ir_dtype_name(stats_dtype(q->dtype)),
+                           ir_dtype_name(l->dtype));
+    }
+    op_copy_shape(node, q);
     return 0;
 }
 
@@ -543,6 +556,8 @@ static void attn_cpu(const ir_cpu_args_t *a)
                 double *o = a->out + q_row(&t, b, i, h);
                 memset(o, 0, (size_t)t.dh * sizeof *o);
                 double lse = attn_row_lse(&t, b, i, h, s);
+                if (a->node->nsrc == 5)
+                    a->in[4][row_idx(&t, b, i, h)] = lse;
                 if (lse == -INFINITY)
                     continue; /* no visible key: output 0 rather than NaN */
                 for (int64_t j = 0; j <= i; j++) {
@@ -644,7 +659,7 @@ static void attn_bwd_cost(const ir_graph_t *g, const ir_tensor_t *node, double *
 }
 
 const ir_op_desc_t ir_op_attn = {
-    .name = "attn", .min_src = 4, .max_src = 4,
+    .name = "attn", .min_src = 4, .max_src = 5, .writes = 1u << 4,
     .shape = attn_shape, .vjp = attn_vjp, .cost = attn_cost, .cpu = attn_cpu,
 };
 

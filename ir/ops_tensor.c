@@ -595,6 +595,25 @@ const ir_op_desc_t ir_op_reshape = {
     .shape = reshape_shape, .vjp = reshape_vjp, .cost = cost_none, .cpu = reshape_cpu,
 };
 
+/* ---- after ---- */
+
+/* x's storage, ordered after dep: how a value written in place by another node (attn's row
+ * statistics, see passes/fuse.c) is read. */
+static int after_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
+{
+    const ir_tensor_t *x = op_src(g, node, 0);
+    if (node->dtype != x->dtype)
+        return ft_fail(e, "after: the result must keep x's dtype %s, not %s", ir_dtype_name(x->dtype),
+                       ir_dtype_name(node->dtype));
+    op_copy_shape(node, x);
+    return 0;
+}
+
+const ir_op_desc_t ir_op_after = {
+    .name = "after", .min_src = 2, .max_src = 2, .flags = IR_OPF_ALIAS | IR_OPF_NONDIFF_OK,
+    .shape = after_shape, .cost = cost_none, .cpu = reshape_cpu,
+};
+
 /* ---- permute ---- */
 
 static int permute_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)

@@ -1,10 +1,16 @@
-/* fuse.c — folds an addition into the matmul that feeds it: add(x, a·b) becomes one
- * matmul node a·b + x, which cuBLASLt runs as D = A·B + C (beta 1) instead of writing the
- * product and reading it back. Where LoRA's low-rank path meets the base projection, and
- * where the backward pass sums a tensor's gradient from several matmuls, this saves one
- * full pass over the activation per add. The product must feed nothing else (its value is
- * no longer stored), be no output, and share the add's dtype and phase; the add keeps its
- * name, flags and place, so recompute clones and the backward pass fuse alike. */
+/* fuse.c — fusions made once the backward pass and recomputation are in place:
+ *  - an addition into the matmul that feeds it: add(x, a·b) becomes one matmul node a·b + x,
+ *    which cuBLASLt runs as D = A·B + C (beta 1) instead of writing the product and reading
+ *    it back. Where LoRA's low-rank path meets the base projection, and where the backward
+ *    pass sums a tensor's gradient from several matmuls, this saves one full pass over the
+ *    activation per add. The product must feed nothing else (its value is no longer
+ *    stored), be no output, and share the add's dtype and phase; the add keeps its name,
+ *    flags and place, so recompute clones and the backward pass fuse alike.
+ *  - attention's row statistics from the forward kernel: attn_lse(q, k, doc) beside an
+ *    attn(q, k, v, doc) of the same inputs redoes half of that node's work; instead the attn
+ *    node writes the log-sum-exp into a buffer (its fifth input, written in place) and the
+ *    attn_lse node becomes after(buffer, attn), which reads those bytes once attn has run. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "passes.h"
@@ -72,9 +78,57 @@ static int sweep(ir_graph_t *g, int *uses)
     return n;
 }
 
+static bool same_attn_inputs(const ir_tensor_t *attn, const ir_tensor_t *lse)
+{
+    return attn->op == OP_ATTN && attn->nsrc == 4 && !(attn->flags & IR_FLAG_DEAD) && attn->src[0] == lse->src[0] &&
+           attn->src[1] == lse->src[1] && attn->src[3] == lse->src[2] && attn->fp[0] == lse->fp[0] &&
+           attn->phase == lse->phase;
+}
+
+/* Returns how many attn_lse nodes it folded, or -1 (g->err says why). */
+static int fuse_attn_stats(ir_graph_t *g)
+{
+    int n = 0, n0 = g->n;
+    for (int s = 0; s < n0; s++) {
+        if (g->t[s].op != OP_ATTN_LSE || (g->t[s].flags & IR_FLAG_DEAD))
+            continue;
+        int a = -1;
+        for (int i = 0; i < n0 && a < 0; i++)
+            if (same_attn_inputs(&g->t[i], &g->t[s]))
+                a = i;
+        if (a < 0)
+            continue;
+        ir_tensor_t lse = g->t[s];
+        int buf = ir_fill(g, -1, 0.0, lse.ndim, lse.shape, lse.dtype);
+        if (buf < 0)
+            return -1;
+        ir_tensor_t *b = &g->t[buf];
+        b->block = g->t[a].block;
+        b->phase = g->t[a].phase;
+        b->flags |= g->t[a].flags & (IR_FLAG_BWD | IR_FLAG_RECOMPUTE);
+        snprintf(b->name, IR_NAME_MAX, "lse_buf:%.100s", lse.name);
+        g->t[a].src[4] = buf;
+        g->t[a].nsrc = 5;
+        ir_tensor_t *t = &g->t[s];
+        t->op = OP_AFTER;
+        t->nsrc = 2;
+        t->src[0] = buf;
+        t->src[1] = a;
+        for (int p = 0; p < IR_MAX_PARAMS; p++) {
+            t->ip[p] = 0;
+            t->fp[p] = 0;
+        }
+        n++;
+    }
+    return n;
+}
+
 int pass_fuse(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
 {
     (void)ctx;
+    int nattn = fuse_attn_stats(g);
+    if (nattn < 0)
+        return ft_fail(e, "fuse: %s", g->err);
     int *uses = ft_xcalloc((size_t)(g->n ? g->n : 1), sizeof *uses);
     for (int i = 0; i < g->n; i++)
         if (!(g->t[i].flags & IR_FLAG_DEAD))
@@ -84,7 +138,7 @@ int pass_fuse(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
     while ((n = sweep(g, uses)) > 0)
         total += n;
     free(uses);
-    if (total == 0)
+    if (total == 0 && nattn == 0)
         return 0;
     int *order = ft_xmalloc((size_t)g->n * sizeof *order);
     int live = 0;

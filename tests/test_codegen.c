@@ -258,7 +258,7 @@ static void check_module(const ir_graph_t *g, const cg_module_t *m, const char *
         CHECK_MSG(l->node == g->sched[k], "%s: launch %d is for node %d, schedule says %d", what, k, l->node,
                   g->sched[k]);
         const ir_tensor_t *t = &g->t[l->node];
-        cg_kind_t want = t->op == OP_MATMUL ? CG_MATMUL : t->op == OP_RESHAPE || t->op == OP_LEAF ? CG_NOP : CG_KERNEL;
+        cg_kind_t want = t->op == OP_MATMUL ? CG_MATMUL : t->op == OP_RESHAPE || t->op == OP_LEAF || t->op == OP_AFTER ? CG_NOP : CG_KERNEL;
         CHECK_MSG(l->kind == want && cg_op_kind(t->op) == want, "%s: %s (%s) has kind %d", what, t->name,
                   ir_ops[t->op]->name, (int)l->kind);
         if (l->kind != CG_KERNEL) {

@@ -475,7 +475,7 @@ static void test_meta_forgeries(const unsigned char *buf, size_t len)
 static void test_tensor_forgeries(const unsigned char *buf, size_t len)
 {
     size_t h = tensor_at(buf, T_H), x = tensor_at(buf, T_X), w = tensor_at(buf, T_W);
-    forge(buf, len, h + R_OP, OP_COUNT, 4, "op 36 out of range", "op");
+    forge(buf, len, h + R_OP, OP_COUNT, 4, "op 37 out of range", "op");
     forge(buf, len, h + R_DTYPE, 99, 4, "dtype 99 out of range", "dtype");
     forge(buf, len, h + R_ROLE, IR_ROLE_COUNT, 4, "role 6 out of range", "role");
     forge(buf, len, h + R_PHASE, 2, 4, "phase 2 out of range", "phase");

@@ -640,6 +640,8 @@ template <int D, bool WITH_V, class TO> __device__ __forceinline__ void attn_mma
                     if (WITH_V) {
                         long long orow = ftk_mma_row<D>(g, g.hq, b, i, h);
                         float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+                        if (a.in[4] && t4 == 0) /* attn's optional lse output (passes/fuse.c) */
+                            ((float *)a.in[4])[(long long)(b * g.s + i) * g.hq + h] = m[r] * FTK_LN2 + logf(l[r]);
 #pragma unroll
                         for (int dt = 0; dt < D / 8; dt++)
                             ftk_st2<TO>(a.out, orow + dt * 8 + 2 * t4, o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
@@ -1078,6 +1080,8 @@ __device__ __forceinline__ void attn_fwd_tiles(const ftk_args_t &a, int doc_src)
                         continue;
                     if (WITH_V) {
                         long long orow = ftk_att_row(g, g.hq, b, i, h);
+                        if (a.in[4] && lane == 0) /* attn's optional lse output (passes/fuse.c) */
+                            ((float *)a.in[4])[(b * g.s + i) * g.hq + h] = m[r] + logf(l[r]);
 #pragma unroll
                         for (int c = 0; c < NC; c++) {
                             int d = lane + 32 * c;
@@ -1103,6 +1107,15 @@ template <class TQ, class TK, class TV, class TD, class TO> __device__ __forcein
     FTK_ATT_DISPATCH(a.shape[0][3], FTK_ATT_FWD_CALL);
 }
 #undef FTK_ATT_FWD_CALL
+
+/* (q, k, v, doc, lse) -> o, and lse [B,S,Hq,1] f32 written in place: the same kernels, which
+ * store each row's log-sum-exp where a.in[4] is set (the four-input form leaves it null). */
+template <class TQ, class TK, class TV, class TD, class TL, class TO>
+__device__ __forceinline__ void attn(const ftk_args_t &a)
+{
+    static_assert(ftk_same<TL, float>::v, "attn's lse output is f32");
+    attn<TQ, TK, TV, TD, TO>(a);
+}
 
 /* (q, k, doc) -> lse [B,S,Hq,1] */
 #define FTK_ATT_LSE_CALL(nc) attn_fwd_tiles<nc, false, TQ, TK, TK, TO>(a, 2)

@@ -682,10 +682,10 @@ static void attn_vals_free(attn_vals_t *a)
  * dk and dv from the statistics. */
 static void attention_config(env_t *env, const attn_cfg_t *c, ir_dtype_t dt)
 {
-    static const char *const wn[5] = {"attn", "attn_lse", "attn_bwd dq", "attn_bwd dk", "attn_bwd dv"};
+    static const char *const wn[6] = {"attn", "attn_lse", "attn_bwd dq", "attn_bwd dk", "attn_bwd dv", "attn+lse"};
     char probe[160];
     bool any = false;
-    for (int w = 0; w < 5 && !any; w++) {
+    for (int w = 0; w < 6 && !any; w++) {
         snprintf(probe, sizeof probe, "%s S%lld Hq%lld Hkv%lld Dh%lld %s", wn[w], (long long)c->s, (long long)c->hq,
                  (long long)c->hkv, (long long)c->dh, docs_name[c->docs]);
         any = !env->filter || strstr(probe, env->filter);
@@ -699,7 +699,7 @@ static void attention_config(env_t *env, const attn_cfg_t *c, ir_dtype_t dt)
         return;
     }
     tcase_t cs;
-    for (int w = 0; w < 5; w++) {
+    for (int w = 0; w < 6; w++) {
         begin(&cs, tol_of(dt), "%s S%lld Hq%lld Hkv%lld Dh%lld %s", wn[w], (long long)c->s, (long long)c->hq,
               (long long)c->hkv, (long long)c->dh, docs_name[c->docs]);
         int q = leaf_from(&cs, "q", dt, DIMS(c->b, c->s, c->hq, c->dh), av.q);
@@ -712,6 +712,12 @@ static void attention_config(env_t *env, const attn_cfg_t *c, ir_dtype_t dt)
         }
         if (w == 1) {
             run_case(env, &cs, ir_node_dt(&cs.g, OP_ATTN_LSE, IR_F32, 3, (const int[]){q, k, doc}, NULL, FP(av.scale)));
+            continue;
+        }
+        if (w == 5) { /* the forward writing the row statistics too (passes/fuse.c) */
+            int lse = leaf(&cs, "lse", IR_F32, DIMS(c->b, c->s, c->hq, 1), -1, 1);
+            cs.also[0] = "lse";
+            run_case(env, &cs, ir_node(&cs.g, OP_ATTN, 5, (const int[]){q, k, v, doc, lse}, NULL, FP(av.scale)));
             continue;
         }
         int dy = leaf_from(&cs, "dy", dt, DIMS(c->b, c->s, c->hq, c->dh), av.dy);
