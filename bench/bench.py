@@ -106,6 +106,32 @@ def last_error(log_path, prefixes=("ftrun:", "ftc:", "Error", "error", "RuntimeE
     return lines[-1][:300] if lines else "no output"
 
 
+MATMUL_PEAK_PY = r"""
+import torch
+n = 8192
+a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+for _ in range(5):
+    a @ b
+t = []
+for _ in range(20):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); a @ b; e.record(); torch.cuda.synchronize()
+    t.append(s.elapsed_time(e))
+t.sort()
+print(2 * n ** 3 / (t[len(t) // 2] * 1e-3) / 1e12)
+"""
+
+
+def measure_matmul_peak():
+    """The GPU's bf16 matmul ceiling as torch's cuBLAS reaches it (TFLOP/s), or None."""
+    try:
+        r = subprocess.run([sys.executable, "-c", MATMUL_PEAK_PY], capture_output=True, text=True, timeout=120)
+        return float(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, IndexError, OSError):
+        return None
+
+
 class Bench:
     def __init__(self, a):
         self.a = a
@@ -170,6 +196,9 @@ class Bench:
         if self.out:
             os.makedirs(self.out, exist_ok=True)
         self.cache = os.environ.get("FTC_CACHE_DIR") or os.path.join(self.build, "ftc-cache")
+        self.measured = measure_matmul_peak() if a.device == "cuda" else None
+        if self.measured:
+            log(f"bench: measured bf16 matmul ceiling {self.measured:.0f} TFLOP/s (torch, 8192^3, random data, median)")
         log(f"bench: {self.device}, peak {self.peak / 1e12:.1f} TFLOP/s bf16, target {self.target}, commit "
             f"{self.commit}, {self.date}")
         log(f"bench: workloads {', '.join(self.workloads)}; systems {', '.join(self.systems)}; {a.warmup} warmup + "
@@ -202,6 +231,7 @@ class Bench:
             "status": res.get("status", "failed: no result"),
             "steps_timed": self.a.steps, "warmup_steps": self.a.warmup, "batch": wl["batch"], "seq": wl["seq"],
             "tokens_per_step": wl["batch"] * wl["seq"], "flops_per_token": fpt, "peak_tflops": self.peak / 1e12,
+            "measured_matmul_tflops": round(self.measured, 1) if self.measured else None,
         }
         for k, v in res.items():
             if k not in rec and k not in ("system", "workload"):
@@ -229,7 +259,8 @@ class Bench:
         head = (f"ftc vs HF transformers + PEFT — {self.device}, commit {self.commit}, {self.date}\n"
                 f"batch x seq per workload as listed in bench/common.py; {self.a.warmup} warmup + {self.a.steps} timed "
                 f"steps; MFU = analytic model FLOPs/token x tokens/s / {self.peak / 1e12:.1f} TFLOP/s "
-                f"(bench/README.md)\n\n"
+                f"(bench/README.md)"
+                + (f"; measured bf16 matmul ceiling {self.measured:.0f} TFLOP/s" if self.measured else "") + "\n\n"
                 f"{'workload':<21} {'system':<8} {'s/step':>9} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>8}  status\n")
         lines = [self.row(r) for r in self.records]
         by = {}
