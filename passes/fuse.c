@@ -12,6 +12,7 @@
  *    attn_lse node becomes after(buffer, attn), which reads those bytes once attn has run. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "passes.h"
 
@@ -20,6 +21,13 @@ static bool single_product(const ir_graph_t *g, const int *uses, const ir_tensor
     const ir_tensor_t *m = &g->t[mm];
     return m->op == OP_MATMUL && uses[mm] == 1 && !(m->flags & (IR_FLAG_OUTPUT | IR_FLAG_LOSS | IR_FLAG_DEAD)) &&
            m->dtype == add->dtype && m->phase == add->phase;
+}
+
+/* A node rewritten into another op starts from no parameters. */
+static void clear_params(ir_tensor_t *t)
+{
+    memset(t->ip, 0, sizeof t->ip);
+    memset(t->fp, 0, sizeof t->fp);
 }
 
 static void become_matmul(ir_tensor_t *t, const ir_tensor_t *m, int addend)
@@ -31,10 +39,7 @@ static void become_matmul(ir_tensor_t *t, const ir_tensor_t *m, int addend)
     t->src[0] = a;
     t->src[1] = b;
     t->src[2] = addend;
-    for (int p = 0; p < IR_MAX_PARAMS; p++) {
-        t->ip[p] = 0;
-        t->fp[p] = 0;
-    }
+    clear_params(t);
     t->ip[0] = ta;
     t->ip[1] = tb;
 }
@@ -67,10 +72,7 @@ static int sweep(ir_graph_t *g, int *uses)
             m->nsrc = 2;
             m->src[0] = x;
             m->src[1] = c;
-            for (int p = 0; p < IR_MAX_PARAMS; p++) {
-                m->ip[p] = 0;
-                m->fp[p] = 0;
-            }
+            clear_params(m);
             become_matmul(t, &prod, mm);
         }
         n++;
@@ -114,10 +116,7 @@ static int fuse_attn_stats(ir_graph_t *g)
         t->nsrc = 2;
         t->src[0] = buf;
         t->src[1] = a;
-        for (int p = 0; p < IR_MAX_PARAMS; p++) {
-            t->ip[p] = 0;
-            t->fp[p] = 0;
-        }
+        clear_params(t);
         n++;
     }
     return n;
