@@ -41,6 +41,9 @@ extern const int cg_nembedded;
 #define CG_ATT_BOUNDS 256        /* attention entry points' __launch_bounds__: the larger block */
 #define CG_EBW_COLS 8            /* embed_bwd: columns per thread and pass */
 #define CG_RBW_COLS 8            /* rmsnorm_bwd_w: columns per thread and pass */
+#define CG_NORM_THREADS 256      /* rmsnorm, rmsnorm_bwd_x: threads per block (teams of 1..8 warps) */
+#define CG_NORM_LANE_BYTES 256   /* rmsnorm, rmsnorm_bwd_x: register bytes of row values a lane holds */
+#define CG_NORM_MIN_BLOCKS 2     /* rmsnorm, rmsnorm_bwd_x: blocks per SM the registers must allow (<= 128 a thread) */
 #define CG_SMEM_DEFAULT (48u * 1024u)
 
 /* A target the generator accepts: "sm_" + 2 or 3 digits (80 or newer) + optional "a". */

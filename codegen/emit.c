@@ -39,6 +39,7 @@ typedef enum {
     SH_ATTN,      /* attn, attn_lse: grid (query tiles, Hq, B) */
     SH_ATTN_BWD,  /* dq as attn; dk and dv grid (key tiles, Hkv, B) */
     SH_WARP_ROWS, /* CG_EW_THREADS threads, a warp per row of input 0's last extent */
+    SH_NORM,      /* rmsnorm, rmsnorm_bwd_x: CG_NORM_THREADS threads, a team of warps per row */
 } shape_t;
 
 typedef struct {
@@ -47,6 +48,7 @@ typedef struct {
     unsigned bounds;   /* __launch_bounds__ of the entry point: the largest block it is given */
     const char *tmpl2; /* two-stage ops: the second kernel's template (entry point name + "_s2") */
     unsigned bounds2;
+    unsigned minblocks; /* the first kernel's __launch_bounds__ minimum blocks per SM (0: none) */
 } cg_op_t;
 
 _Static_assert(OP_COUNT == 37, "a new op needs its kernel (or NULL) in codegen/emit.c's ops[]");
@@ -66,8 +68,8 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_SLICE] = {"slice", SH_EW, CG_EW_THREADS},
     [OP_SLICE_BWD] = {"slice_bwd", SH_EW, CG_EW_THREADS},
     [OP_CONCAT] = {"concat", SH_EW, CG_EW_THREADS},
-    [OP_RMSNORM] = {"rmsnorm", SH_ROWS, 1024},
-    [OP_RMSNORM_BWD_X] = {"rmsnorm_bwd_x", SH_ROWS, 1024},
+    [OP_RMSNORM] = {"rmsnorm", SH_NORM, CG_NORM_THREADS, NULL, 0, CG_NORM_MIN_BLOCKS},
+    [OP_RMSNORM_BWD_X] = {"rmsnorm_bwd_x", SH_NORM, CG_NORM_THREADS, NULL, 0, CG_NORM_MIN_BLOCKS},
     [OP_RMSNORM_BWD_W] = {"rmsnorm_bwd_w_part", SH_RBW, 1024, "rmsnorm_bwd_w_fin", CG_RBW_FIN_THREADS},
     [OP_ROPE] = {"rope", SH_ROPE, CG_EW_THREADS},
     [OP_SILU] = {"silu", SH_EW, CG_EW_THREADS},
@@ -304,8 +306,14 @@ static int emit_templates(sbuf_t *b, ft_err_t *e)
 static void emit_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en)
 {
     const ir_tensor_t *t = &g->t[en->node];
-    sb_printf(b, "extern \"C\" __global__ void __launch_bounds__(%u) %s(const __grid_constant__ ftk_args_t a)\n{\n",
-              en->stage == 1 ? ops[t->op].bounds2 : ops[t->op].bounds, en->name);
+    unsigned minb = en->stage == 1 ? 0 : ops[t->op].minblocks;
+    char bounds[32];
+    if (minb)
+        snprintf(bounds, sizeof bounds, "%u, %u", ops[t->op].bounds, minb);
+    else
+        snprintf(bounds, sizeof bounds, "%u", en->stage == 1 ? ops[t->op].bounds2 : ops[t->op].bounds);
+    sb_printf(b, "extern \"C\" __global__ void __launch_bounds__(%s) %s(const __grid_constant__ ftk_args_t a)\n{\n",
+              bounds, en->name);
     sb_printf(b, "    ftk::%s<", template_of(t, en->stage));
     for (int s = 0; s < t->nsrc; s++)
         sb_printf(b, "%s, ", cxx_type[g->t[t->src[s]].dtype]);
@@ -332,6 +340,7 @@ static char *emit(const ir_graph_t *g, const entry_t *en, int ne, ft_err_t *e)
         {"FTK_ATT_MMA_OWN", CG_ATT_MMA_OWN}, {"FTK_ATT_MMA_TILE", CG_ATT_MMA_TILE},
         {"FTK_EBW_COLS", CG_EBW_COLS},
         {"FTK_RBW_COLS", CG_RBW_COLS},
+        {"FTK_NORM_LANE_BYTES", CG_NORM_LANE_BYTES},
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
         sb_printf(&b, "#define %s %d\n", defs[i].name, defs[i].value);
@@ -363,6 +372,18 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* Threads for one row of d elements: about four elements per thread, whole warps, 32..1024. */
 static unsigned row_threads(int64_t d) { return 32u * clamp_u(ceil_div(ceil_div(d, 4), 32), 32); }
+
+/* rmsnorm, rmsnorm_bwd_x: warps per row, norm.cuh's ftk_norm_warps (the fewest, a power of
+ * two, whose lanes hold the row's ceil(d / 8) vectors of 8 elements at nv vectors a lane,
+ * nv = CG_NORM_LANE_BYTES / (8 x the bytes of an element of every array held)), at most
+ * the block's warps (wider rows take the kernel's fallback with whole blocks). */
+static int64_t norm_warps(int64_t d, int64_t elem_bytes)
+{
+    int64_t nv = CG_NORM_LANE_BYTES / (8 * elem_bytes), nvec = ceil_div(d, 8), w = 1;
+    while (w < CG_NORM_THREADS / 32 && 32 * w * nv < nvec)
+        w *= 2;
+    return w;
+}
 
 static void set_1d(cg_launch_t *l, unsigned grid, unsigned threads)
 {
@@ -516,9 +537,16 @@ int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l
     case SH_TINY:
         set_1d(l, 1, 32);
         break;
-    case SH_ROPE: {
-        int64_t dh = x->shape[3], half = dh / 2;
-        set_1d(l, clamp_u(ceil_div(ir_numel(x) / dh * half, CG_EW_THREADS), CG_EW_MAX_BLOCKS), CG_EW_THREADS);
+    case SH_NORM: { /* teams of W warps per row, CG_NORM_THREADS / 32 / W rows a block */
+        int64_t d = x->ndim > 0 ? x->shape[x->ndim - 1] : 1, rows = ir_numel(x) / d;
+        int64_t bytes = ir_dtype_size(x->dtype) + (t->op == OP_RMSNORM_BWD_X ? ir_dtype_size(g->t[t->src[2]].dtype) : 0);
+        int64_t teams = CG_NORM_THREADS / 32 / norm_warps(d, bytes);
+        set_1d(l, clamp_u(ceil_div(rows, teams), CG_EW_MAX_BLOCKS), CG_NORM_THREADS);
+        break;
+    }
+    case SH_ROPE: { /* an item per (token, 8 pairs) where Dh/2 % 8 == 0, else per (token, pair) */
+        int64_t dh = x->shape[3], half = dh / 2, per = half % 8 == 0 ? half / 8 : half;
+        set_1d(l, clamp_u(ceil_div(x->shape[0] * x->shape[1] * per, CG_EW_THREADS), CG_EW_MAX_BLOCKS), CG_EW_THREADS);
         l->smem = (unsigned)(half * 8);
         break;
     }

@@ -167,7 +167,19 @@ static void check_geometry(const ir_graph_t *g, const cg_launch_t *l, const char
     unsigned threads = l->block[0] * l->block[1] * l->block[2];
     switch (t->op) {
     case OP_RMSNORM:
-    case OP_RMSNORM_BWD_X:
+    case OP_RMSNORM_BWD_X: { /* 256 threads, a team of W warps per row: the fewest (a power of two, <= 8)
+                              * whose lanes hold the row at 256 bytes of x (and dy) a lane */
+        int64_t d = last_dim(x), bytes = (int64_t)ir_dtype_size(x->dtype), w = 1;
+        if (t->op == OP_RMSNORM_BWD_X)
+            bytes += (int64_t)ir_dtype_size(g->t[t->src[2]].dtype);
+        while (w < 8 && 32 * w * (256 / (8 * bytes)) < (d + 7) / 8)
+            w *= 2;
+        int64_t teams = 8 / w, rows = ir_numel(x) / d;
+        CHECK_MSG(threads == 256 && l->grid[0] == (unsigned)((rows + teams - 1) / teams) && l->grid[1] == 1,
+                  "%s: %s grid %u block %u is not %lld rows a block", what, t->name, l->grid[0], threads,
+                  (long long)teams);
+        break;
+    }
     case OP_XENT_BWD:
         CHECK_MSG(l->grid[0] == (unsigned)(ir_numel(x) / last_dim(x)) && l->grid[1] == 1,
                   "%s: %s grid %u is not one block per row", what, t->name, l->grid[0]);
@@ -227,10 +239,12 @@ static void check_geometry(const ir_graph_t *g, const cg_launch_t *l, const char
         CHECK_MSG(threads == 256 && (int64_t)l->grid[0] == (ir_numel(x) / last_dim(x) + 7) / 8,
                   "%s: %s is not a warp per row (grid %u)", what, t->name, l->grid[0]);
         break;
-    case OP_ROPE:
-        CHECK_MSG(threads == 256 && l->smem == (unsigned)(x->shape[3] / 2 * 8), "%s: %s smem %u", what, t->name,
-                  l->smem);
+    case OP_ROPE: { /* an item per (token, 8 pairs) where Dh/2 % 8 == 0, else per (token, pair) */
+        int64_t half = x->shape[3] / 2, items = x->shape[0] * x->shape[1] * (half % 8 == 0 ? half / 8 : half);
+        CHECK_MSG(threads == 256 && l->smem == (unsigned)(half * 8) && l->grid[0] == (unsigned)((items + 255) / 256),
+                  "%s: %s grid %u smem %u", what, t->name, l->grid[0], l->smem);
         break;
+    }
     case OP_ADD:
     case OP_ADAMW:
     case OP_CAST:
@@ -685,6 +699,78 @@ static void test_reduce_launch(void)
     }
 }
 
+/* The row kernels' launches at the training shapes and the widths around their limits:
+ * rmsnorm and rmsnorm_bwd_x get 256 threads and 8 / W rows a block (W warps a row: the
+ * fewest whose lanes hold the row at 256 bytes of x, and dy, a lane; at most 8, past that
+ * the kernel's fallback), and entry points bounded to 2 blocks an SM (<= 128 registers);
+ * rope an item per token and 8 pairs where Dh/2 % 8 == 0, else per token and pair. */
+static void test_norm_rope_launch(void)
+{
+    const struct {
+        ir_dtype_t dt;
+        int64_t rows, d;
+        unsigned fwd_grid, bwd_grid; /* rows / (8 / W) */
+    } nc[] = {
+        {IR_BF16, 16384, 4096, 2048, 4096}, /* W 1 (16 vectors a lane); backward W 2 (8 + 8) */
+        {IR_BF16, 16384, 2048, 2048, 2048}, /* W 1, 1 */
+        {IR_F32, 16384, 4096, 4096, 8192},  /* W 2 (8 vectors a lane), 4 (4 + 4) */
+        {IR_BF16, 3000, 16424, 3000, 3000}, /* W 8 */
+        {IR_BF16, 100, 40000, 100, 100},    /* wider than 8 warps hold: the fallback, W 8 */
+        {IR_BF16, 77, 33, 10, 10},          /* D % 8 != 0: the fallback, W 1 */
+    };
+    for (size_t c = 0; c < sizeof nc / sizeof nc[0]; c++) {
+        ir_graph_t g;
+        ir_graph_init(&g);
+        const int64_t xs[2] = {nc[c].rows, nc[c].d}, ws[1] = {nc[c].d};
+        int x = in(&g, nc[c].dt, 2, xs), w = in(&g, nc[c].dt, 1, ws);
+        int ids[2] = {ir_rmsnorm(&g, x, w, 1e-5),
+                      node(&g, OP_RMSNORM_BWD_X, nc[c].dt, 3, (int[]){x, w, x}, NULL, (double[]){1e-5, 0})};
+        CHECK_MSG(!g.err[0], "%s", g.err);
+        schedule_all(&g);
+        for (int i = 0; i < 2 && !g.err[0]; i++) {
+            cg_launch_t l;
+            ft_err_t e;
+            unsigned want = i ? nc[c].bwd_grid : nc[c].fwd_grid;
+            CHECK_MSG(cg_launch_of(&g, ids[i], "sm_90", &l, &e) == 0 && l.block[0] == 256 && l.grid[0] == want &&
+                          l.grid[1] == 1 && l.smem == 0,
+                      "case %zu %s: grid %u (want %u) block %u", c, i ? "rmsnorm_bwd_x" : "rmsnorm", l.grid[0], want,
+                      l.block[0]);
+        }
+        if (c == 0) {
+            ft_err_t e;
+            char *src = cg_emit_source(&g, &e);
+            CHECK(src && strstr(src, "__launch_bounds__(256, 2) ftk_rmsnorm_bf16_bf16_bf16(") &&
+                  strstr(src, "__launch_bounds__(256, 2) ftk_rmsnorm_bwd_x_bf16_bf16_bf16_bf16("));
+            free(src);
+        }
+        ir_graph_free(&g);
+    }
+    const struct {
+        int64_t b, s, h, dh;
+        unsigned grid;
+    } rc[] = {
+        {2, 8192, 32, 128, 512}, /* 16384 tokens x 8 groups of 8 pairs / 256 */
+        {2, 8192, 8, 128, 512},
+        {2, 8192, 32, 64, 256},
+        {2, 8192, 8, 20, 640},   /* Dh/2 = 10: a thread per (token, pair) */
+    };
+    for (size_t c = 0; c < sizeof rc / sizeof rc[0]; c++) {
+        ir_graph_t g;
+        ir_graph_init(&g);
+        const int64_t xs[4] = {rc[c].b, rc[c].s, rc[c].h, rc[c].dh}, ps[2] = {rc[c].b, rc[c].s};
+        int x = in(&g, IR_BF16, 4, xs), pos = in(&g, IR_I32, 2, ps);
+        int id = ir_rope(&g, x, pos, (int64_t[3]){0, 1, 8192}, (double[4]){5e5, 8, 1, 4});
+        CHECK_MSG(!g.err[0], "%s", g.err);
+        schedule_all(&g);
+        cg_launch_t l;
+        ft_err_t e;
+        CHECK_MSG(!g.err[0] && cg_launch_of(&g, id, "sm_90", &l, &e) == 0 && l.block[0] == 256 &&
+                      l.grid[0] == rc[c].grid && l.smem == (unsigned)(rc[c].dh / 2 * 8),
+                  "rope case %zu: grid %u (want %u) smem %u", c, l.grid[0], rc[c].grid, l.smem);
+        ir_graph_free(&g);
+    }
+}
+
 /* ftc compile --target, --emit-cuda and inspect --kernels, end to end. */
 static void test_cli(void)
 {
@@ -746,6 +832,7 @@ int main(void)
     test_refusals();
     test_attn_launch();
     test_reduce_launch();
+    test_norm_rope_launch();
     sh("rm -rf '%s'", cache);
     return CHECK_DONE();
 }

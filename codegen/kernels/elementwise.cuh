@@ -7,8 +7,9 @@
  * Template parameters are the storage types of the inputs in order, then of the output.
  * acc and adamw work in place: the output is input 0's storage (adamw also writes inputs 2
  * and 3); every element is read before it is written, by the same thread.
- * add, mul, silu, swiglu and their backward and acc go through ftk_map1/2/3 (below): 8
- * elements per thread and step with 16-byte accesses where alignment allows. */
+ * add, mul, silu, swiglu and their backward, acc and the casts between float types go
+ * through ftk_map1/2/3 (below): 8 elements per thread and step with 16-byte accesses where
+ * alignment allows. */
 
 __device__ __forceinline__ float ftk_sigmoid(float x)
 {
@@ -32,63 +33,136 @@ __device__ __forceinline__ float ftk_dsilu(float x)
  * loads and stores (two for f32) where every operand is 16-byte aligned and n is a multiple
  * of 8 (arena offsets are 256-byte aligned, so that is the common case); otherwise one
  * element at a time. Each element's arithmetic is the scalar path's, so both give the same
- * bits. */
+ * bits.
+ *
+ * ftk_v8<T> moves 8 elements of T at element index i (16-byte aligned): ld converts them to
+ * float, st rounds 8 floats to T (round to nearest even, as ftk_dt). The row kernels
+ * (norm.cuh, rope.cuh, reduce.cuh) keep rows in registers in storage form: ldr loads the
+ * raw 16 (f32: 32) bytes, cvt converts them, str stores them unchanged; ldr_cs / st_cs are
+ * the same accesses with the evict-first (streaming) cache hint, for data read or written a
+ * last time. ftk_v8_ok<T> says whether T has them (the float types; i32 does not). */
 
 template <class T> struct ftk_v8;
-template <> struct ftk_v8<__nv_bfloat16> {
-    static __device__ __forceinline__ void ld(const void *p, long long i, float v[8])
-    {
-        uint4 r = *(const uint4 *)((const __nv_bfloat16 *)p + i);
-        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&r;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float2 f = __bfloat1622float2(h[k]);
-            v[2 * k] = f.x;
-            v[2 * k + 1] = f.y;
-        }
-    }
+template <class T> struct ftk_v8_ok {
+    static constexpr bool value = false;
+};
+template <> struct ftk_v8_ok<float> {
+    static constexpr bool value = true;
+};
+template <> struct ftk_v8_ok<__nv_bfloat16> {
+    static constexpr bool value = true;
+};
+template <> struct ftk_v8_ok<__half> {
+    static constexpr bool value = true;
+};
+
+template <class A, class B> struct ftk_eqtype {
+    static constexpr bool value = false;
+};
+template <class A> struct ftk_eqtype<A, A> {
+    static constexpr bool value = true;
+};
+
+/* bf16 and f16: one uint4 of 4 packed pairs. */
+template <class T, class T2> struct ftk_v8_16 {
+    typedef uint4 raw;
+    static __device__ __forceinline__ raw ldr(const void *p, long long i) { return *(const uint4 *)((const T *)p + i); }
+    static __device__ __forceinline__ raw ldr_cs(const void *p, long long i) { return __ldcs((const uint4 *)((const T *)p + i)); }
+    static __device__ __forceinline__ void str(void *p, long long i, const raw &r) { *(uint4 *)((T *)p + i) = r; }
+    static __device__ __forceinline__ void pack(raw &r, const float v[8]);
+    static __device__ __forceinline__ void cvt(const raw &r, float v[8]);
+    static __device__ __forceinline__ void ld(const void *p, long long i, float v[8]) { cvt(ldr(p, i), v); }
     static __device__ __forceinline__ void st(void *p, long long i, const float v[8])
     {
-        uint4 r;
-        __nv_bfloat162 *h = (__nv_bfloat162 *)&r;
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
-        *(uint4 *)((__nv_bfloat16 *)p + i) = r;
+        raw r;
+        pack(r, v);
+        str(p, i, r);
+    }
+    static __device__ __forceinline__ void st_cs(void *p, long long i, const float v[8])
+    {
+        raw r;
+        pack(r, v);
+        __stcs((uint4 *)((T *)p + i), r);
     }
 };
-template <> struct ftk_v8<__half> {
-    static __device__ __forceinline__ void ld(const void *p, long long i, float v[8])
-    {
-        uint4 r = *(const uint4 *)((const __half *)p + i);
-        const __half2 *h = (const __half2 *)&r;
+
+template <> __device__ __forceinline__ void ftk_v8_16<__nv_bfloat16, __nv_bfloat162>::cvt(const uint4 &r, float v[8])
+{
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&r;
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float2 f = __half22float2(h[k]);
-            v[2 * k] = f.x;
-            v[2 * k + 1] = f.y;
-        }
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h[k]);
+        v[2 * k] = f.x;
+        v[2 * k + 1] = f.y;
     }
-    static __device__ __forceinline__ void st(void *p, long long i, const float v[8])
-    {
-        uint4 r;
-        __half2 *h = (__half2 *)&r;
+}
+template <> __device__ __forceinline__ void ftk_v8_16<__nv_bfloat16, __nv_bfloat162>::pack(uint4 &r, const float v[8])
+{
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&r;
 #pragma unroll
-        for (int k = 0; k < 4; k++)
-            h[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
-        *(uint4 *)((__half *)p + i) = r;
+    for (int k = 0; k < 4; k++)
+        h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+}
+template <> __device__ __forceinline__ void ftk_v8_16<__half, __half2>::cvt(const uint4 &r, float v[8])
+{
+    const __half2 *h = (const __half2 *)&r;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __half22float2(h[k]);
+        v[2 * k] = f.x;
+        v[2 * k + 1] = f.y;
     }
+}
+template <> __device__ __forceinline__ void ftk_v8_16<__half, __half2>::pack(uint4 &r, const float v[8])
+{
+    __half2 *h = (__half2 *)&r;
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        h[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
+}
+
+template <> struct ftk_v8<__nv_bfloat16> : ftk_v8_16<__nv_bfloat16, __nv_bfloat162> {};
+template <> struct ftk_v8<__half> : ftk_v8_16<__half, __half2> {};
+
+/* f32: two float4. */
+struct ftk_f8 {
+    float4 a, b;
 };
 template <> struct ftk_v8<float> {
-    static __device__ __forceinline__ void ld(const void *p, long long i, float v[8])
+    typedef ftk_f8 raw;
+    static __device__ __forceinline__ raw ldr(const void *p, long long i)
     {
-        float4 a = *(const float4 *)((const float *)p + i), b = *(const float4 *)((const float *)p + i + 4);
-        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        raw r;
+        r.a = *(const float4 *)((const float *)p + i);
+        r.b = *(const float4 *)((const float *)p + i + 4);
+        return r;
     }
+    static __device__ __forceinline__ raw ldr_cs(const void *p, long long i)
+    {
+        raw r;
+        r.a = __ldcs((const float4 *)((const float *)p + i));
+        r.b = __ldcs((const float4 *)((const float *)p + i + 4));
+        return r;
+    }
+    static __device__ __forceinline__ void str(void *p, long long i, const raw &r)
+    {
+        *(float4 *)((float *)p + i) = r.a;
+        *(float4 *)((float *)p + i + 4) = r.b;
+    }
+    static __device__ __forceinline__ void cvt(const raw &r, float v[8])
+    {
+        v[0] = r.a.x, v[1] = r.a.y, v[2] = r.a.z, v[3] = r.a.w, v[4] = r.b.x, v[5] = r.b.y, v[6] = r.b.z, v[7] = r.b.w;
+    }
+    static __device__ __forceinline__ void ld(const void *p, long long i, float v[8]) { cvt(ldr(p, i), v); }
     static __device__ __forceinline__ void st(void *p, long long i, const float v[8])
     {
         *(float4 *)((float *)p + i) = make_float4(v[0], v[1], v[2], v[3]);
         *(float4 *)((float *)p + i + 4) = make_float4(v[4], v[5], v[6], v[7]);
+    }
+    static __device__ __forceinline__ void st_cs(void *p, long long i, const float v[8])
+    {
+        __stcs((float4 *)((float *)p + i), make_float4(v[0], v[1], v[2], v[3]));
+        __stcs((float4 *)((float *)p + i + 4), make_float4(v[4], v[5], v[6], v[7]));
     }
 };
 
@@ -186,10 +260,23 @@ template <class TA, class TO> __device__ __forceinline__ void scale(const ftk_ar
     FTK_FOR(i, a.n) ftk_std<TO>(a.out, i, ftk_ldd<TA>(a.in[0], i) * s);
 }
 
+/* Between float types by 16-byte accesses where aligned (ftk_map1: through float, one
+ * rounding, the value ftk_cvt gives; equal types copy the raw bytes); i32 on either side
+ * one element at a time (through double: exact). */
 template <class TA, class TO> __device__ __forceinline__ void cast(const ftk_args_t &a)
 {
     const TA *x = (const TA *)a.in[0];
     TO *o = (TO *)a.out;
+    if constexpr (ftk_v8_ok<TA>::value && ftk_v8_ok<TO>::value) {
+        if (a.n % 8 == 0 && ftk_al16(a.out) && ftk_al16(a.in[0])) {
+            if constexpr (ftk_eqtype<TA, TO>::value) {
+                FTK_FOR(j, a.n / 8) ftk_v8<TO>::str(a.out, j * 8, ftk_v8<TA>::ldr(a.in[0], j * 8));
+            } else {
+                ftk_map1<TO, TA>(a, [](float v) { return v; });
+            }
+            return;
+        }
+    }
     FTK_FOR(i, a.n) o[i] = ftk_cvt<TO, TA>::go(x[i]);
 }
 

@@ -17,7 +17,9 @@
  * a GPU it still builds and compiles every case and runs the CPU side, then says so.
  *
  * After the checks, the attention kernels are timed at S 1024, S 4096 and the Llama-3-8B
- * training shape (bench_attention; "time" lines; FILTER "time" runs only those).
+ * training shape (bench_attention), then the memory-bound kernels (rmsnorm, rmsnorm_bwd_x,
+ * rope, xent_bwd, cast) at the Llama-3-8B / 3.2-1B training shapes (bench_memory): "time"
+ * lines; FILTER "time" runs only those, FILTER "memory" only bench_memory.
  *
  * usage: test_kernels [--arch sm_XY] [--cache DIR] [--old-attn FILE] [FILTER]   (FILTER: substring of labels) */
 #include <math.h>
@@ -431,15 +433,24 @@ static void cases_elementwise(env_t *env)
     /* casts: exact, or one rounding that both sides do the same way */
     const ir_dtype_t from[5] = {IR_F32, IR_BF16, IR_F32, IR_F32, IR_I32};
     const ir_dtype_t to[5] = {IR_BF16, IR_F32, IR_F16, IR_I32, IR_F32};
-    for (int k = 0; k < 5; k++) {
-        begin(&c, 0, "cast %s -> %s", ir_dtype_name(from[k]), ir_dtype_name(to[k]));
-        int x = leaf(&c, "x", from[k], DIMS(64, 384), -300, 300);
-        if (to[k] == IR_I32) { /* halves too: ties round to even on both sides */
-            double *v = vals(&c, "x");
-            for (int i = 0; i < 64 * 384; i += 3)
-                v[i] = floor(v[i]) + 0.5;
+    for (int k = 0; k < 5; k++)
+        for (int odd = 0; odd < 2; odd++) { /* 16-byte vectors; 3x7x33 one element at a time */
+            begin(&c, 0, "cast %s -> %s %s", ir_dtype_name(from[k]), ir_dtype_name(to[k]), odd ? "3x7x33" : "64x384");
+            int x = odd ? leaf(&c, "x", from[k], DIMS(3, 7, 33), -300, 300)
+                        : leaf(&c, "x", from[k], DIMS(64, 384), -300, 300);
+            if (to[k] == IR_I32) { /* halves too: ties round to even on both sides */
+                double *v = vals(&c, "x");
+                for (int i = 0; i < (odd ? 3 * 7 * 33 : 64 * 384); i += 3)
+                    v[i] = floor(v[i]) + 0.5;
+            }
+            run_case(env, &c, ir_cast(&c.g, x, to[k]));
         }
-        run_case(env, &c, ir_cast(&c.g, x, to[k]));
+    /* between the 2-byte types and from f16 (through float: one rounding) */
+    const ir_dtype_t from2[3] = {IR_BF16, IR_F16, IR_F16}, to2[3] = {IR_F16, IR_BF16, IR_F32};
+    for (int k = 0; k < 3; k++) {
+        begin(&c, 0, "cast %s -> %s 64x384", ir_dtype_name(from2[k]), ir_dtype_name(to2[k]));
+        int x = leaf(&c, "x", from2[k], DIMS(64, 384), -300, 300);
+        run_case(env, &c, ir_cast(&c.g, x, to2[k]));
     }
     /* fill: a constant, and a scalar broadcast times fp[0] */
     for (int d = 0; d < 2; d++) {
@@ -526,6 +537,70 @@ static void cases_movement(env_t *env)
     }
 }
 
+/* rmsnorm and rmsnorm_bwd_x through each path of norm.cuh: rows in registers with a team
+ * of 1 warp (D 384, 2048), 2 (f32 D 4096, backward bf16 D 4096), 8 (D 16424), row counts
+ * that leave a block's last teams idle (77, 4099 rows), and the one-element fallback (D 33
+ * and 4100, not multiples of 8; D 40000, wider than 8 warps hold). rope through the vector
+ * path (Dh 128 and 64 with Llama-3's theta and scaling, positions up to 8191, heads not a
+ * multiple of the 4 in flight) and the one-pair fallback (Dh 20: Dh/2 not a multiple of
+ * 8), forward and inverse. */
+static void cases_norm_rope_paths(env_t *env, ir_dtype_t dt)
+{
+    tcase_t c;
+    const int64_t nd[8][2] = {{77, 384}, {4099, 2048}, {64, 4096}, {33, 16424},
+                              {77, 33},  {40, 4100},   {9, 40000}, {300, 64}};
+    for (int k = 0; k < 8; k++) {
+        int64_t rows = nd[k][0], d = nd[k][1];
+        begin(&c, tol_of(dt), "rmsnorm %lldx%lld", (long long)rows, (long long)d);
+        int x = leaf(&c, "x", dt, DIMS(rows, d), -2, 2), w = leaf(&c, "w", dt, DIMS(d), 0.5, 1.5);
+        run_case(env, &c, ir_rmsnorm(&c.g, x, w, 1e-5));
+        begin(&c, tol_of(dt), "rmsnorm_bwd_x %lldx%lld", (long long)rows, (long long)d);
+        x = leaf(&c, "x", dt, DIMS(rows, d), -2, 2), w = leaf(&c, "w", dt, DIMS(d), 0.5, 1.5);
+        int dy = leaf(&c, "dy", dt, DIMS(rows, d), -1, 1);
+        run_case(env, &c, ir_node(&c.g, OP_RMSNORM_BWD_X, 3, (const int[]){x, w, dy}, NULL, FP(1e-5)));
+    }
+    const int64_t rs[4][4] = {{2, 40, 32, 128}, {1, 96, 6, 64}, {2, 33, 3, 20}, {1, 50, 8, 128}};
+    for (int k = 0; k < 4; k++)
+        for (int inv = 0; inv < 2; inv++) {
+            const int64_t *r = rs[k];
+            begin(&c, tol_of(dt), "rope llama3%s %lldx%lldx%lldx%lld pos<8192", inv ? " inverse" : "", (long long)r[0],
+                  (long long)r[1], (long long)r[2], (long long)r[3]);
+            int x = leaf(&c, "x", dt, DIMS(r[0], r[1], r[2], r[3]), -1, 1);
+            int pos = leaf(&c, "pos", IR_I32, DIMS(r[0], r[1]), 0, 8192);
+            vals(&c, "pos")[0] = 8191;
+            int64_t ip[3] = {inv, 1, 8192};
+            double fp[4] = {500000.0, 8.0, 1.0, 4.0};
+            run_case(env, &c, ir_rope(&c.g, x, pos, ip, fp));
+        }
+    /* the backward undoes the forward: rope then its inverse gives x back (both executors) */
+    begin(&c, tol_of(dt), "rope inverse(rope(x)) 2x64x8x128 llama3");
+    {
+        int x = leaf(&c, "x", dt, DIMS(2, 64, 8, 128), -1, 1);
+        int pos = leaf(&c, "pos", IR_I32, DIMS(2, 64), 0, 8192);
+        int64_t ip[3] = {0, 1, 8192};
+        double fp[4] = {500000.0, 8.0, 1.0, 4.0};
+        int y = ir_rope(&c.g, x, pos, ip, fp);
+        ip[0] = 1;
+        run_case(env, &c, ir_rope(&c.g, y, pos, ip, fp));
+    }
+}
+
+/* Storage types mixed: bf16 x with f32 w (and f32 dy: 5 vectors of each a lane). */
+static void cases_norm_mixed(env_t *env)
+{
+    tcase_t c;
+    for (int k = 0; k < 2; k++) {
+        int64_t d = k ? 4096 : 384;
+        begin(&c, TOL_BF16, "rmsnorm bf16 x, f32 w 77x%lld", (long long)d);
+        int x = leaf(&c, "x", IR_BF16, DIMS(77, d), -2, 2), w = leaf(&c, "w", IR_F32, DIMS(d), 0.5, 1.5);
+        run_case(env, &c, ir_rmsnorm(&c.g, x, w, 1e-5));
+        begin(&c, TOL_BF16, "rmsnorm_bwd_x bf16 x, f32 w, f32 dy 77x%lld", (long long)d);
+        x = leaf(&c, "x", IR_BF16, DIMS(77, d), -2, 2), w = leaf(&c, "w", IR_F32, DIMS(d), 0.5, 1.5);
+        int dy = leaf(&c, "dy", IR_F32, DIMS(77, d), -1, 1);
+        run_case(env, &c, ir_node(&c.g, OP_RMSNORM_BWD_X, 3, (const int[]){x, w, dy}, NULL, FP(1e-5)));
+    }
+}
+
 static void cases_norm_rope(env_t *env)
 {
     tcase_t c;
@@ -565,7 +640,9 @@ static void cases_norm_rope(env_t *env)
                 double fp[4] = {kind == 1 ? 500000.0 : 10000.0, kind == 1 ? 8.0 : 4.0, 1.0, 4.0};
                 run_case(env, &c, ir_rope(&c.g, x, pos, ip, fp));
             }
+        cases_norm_rope_paths(env, dt);
     }
+    cases_norm_mixed(env);
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -1148,6 +1225,181 @@ static void bench_attention(env_t *env)
     bench_close(&bx);
 }
 
+/* ------------------------------------------------------------------ memory-bound timings */
+
+/* How bench_memory fills an input leaf: uniform in [lo, hi) (whole numbers for i32), or
+ * (seq > 0) the position in a sequence of seq tokens. */
+typedef struct {
+    const char *name;
+    double lo, hi;
+    int64_t seq;
+} mem_fill_t;
+
+/* Writes leaf t of g into the arena: all of it from the host where it is small, else a
+ * block of 2^20 random values repeated (the timings do not depend on the values). */
+static int mem_fill(const ir_graph_t *g, const ir_tensor_t *t, unsigned char *arena, const mem_fill_t *f)
+{
+    int64_t n = ir_numel(t), chunk = n < (1 << 22) ? n : (1 << 20);
+    size_t es = ir_dtype_size(t->dtype);
+    double *v = malloc((size_t)chunk * sizeof *v);
+    void *host = malloc((size_t)chunk * es);
+    for (int64_t i = 0; i < chunk; i++) {
+        double u = f->lo + urand() * (f->hi - f->lo);
+        v[i] = f->seq > 0 ? (double)(i % f->seq) : t->dtype == IR_I32 ? floor(u) : u;
+    }
+    rt_store_f64(t->dtype, v, chunk, host);
+    int rc = 0;
+    for (int64_t at = 0; at < n && rc == 0; at += chunk) {
+        int64_t m = n - at < chunk ? n - at : chunk;
+        rc = cuda_ok(cudaMemcpy(arena + t->offset + at * (int64_t)es, host, (size_t)m * es, cudaMemcpyHostToDevice),
+                     "cudaMemcpy");
+    }
+    free(v);
+    free(host);
+    (void)g;
+    return rc;
+}
+
+/* Times every kernel of the one-op graph g (its inputs filled as `fills` says) and prints a
+ * "time" line per kernel: the median of single launches, and GB/s over the op's bytes (each
+ * input read once, the output written once: ir_ops' cost). */
+static void bench_mem_graph(env_t *env, bench_t *bx, ir_graph_t *g, const char *label, const mem_fill_t *fills,
+                            int nfill)
+{
+    pass_ctx_t ctx = {0};
+    ft_err_t e;
+    cg_module_t m;
+    memset(&m, 0, sizeof m);
+    bench_mod_t bm = {0};
+    unsigned char *arena = NULL;
+    unsigned *smem = NULL;
+    if (g->err[0] || pass_schedule(g, &ctx, &e) != 0 || pass_memplan(g, &ctx, &e) != 0 ||
+        cg_build(g, env->arch, env->cache, &m, &e) != 0) {
+        printf("bench: %s: building: %s%s\n", label, g->err, g->err[0] ? "" : e.msg);
+        goto done;
+    }
+    smem = calloc((size_t)(m.nnames > 0 ? m.nnames : 1), sizeof *smem);
+    for (int i = 0; i < m.nlaunch; i++)
+        if (m.launch[i].kind == CG_KERNEL && m.launch[i].smem > smem[m.launch[i].kernel])
+            smem[m.launch[i].kernel] = m.launch[i].smem;
+    if (bench_load(bx, &bm, m.image, m.names, m.nnames, smem) != 0 ||
+        cuda_ok(cudaMalloc((void **)&arena, (size_t)g->arena_bytes), "cudaMalloc") != 0)
+        goto done;
+    for (int i = 0; i < nfill; i++) {
+        int id = ir_find(g, fills[i].name);
+        if (id < 0 || mem_fill(g, &g->t[id], arena, &fills[i]) != 0) {
+            printf("bench: %s: input '%s'\n", label, fills[i].name);
+            goto done;
+        }
+    }
+    for (int i = 0; i < m.nlaunch; i++) {
+        const cg_launch_t *l = &m.launch[i];
+        if (l->kind != CG_KERNEL)
+            continue;
+        ftk_args_t a;
+        bench_args(g, arena, l->node, &a);
+        double ms, flops, bytes;
+        if (bench_time(bx, bm.fn[l->kernel], l->grid, l->block[0], l->smem, &a, &ms) != 0)
+            goto done;
+        const ir_tensor_t *t = &g->t[l->node];
+        ir_ops[t->op]->cost(g, t, &flops, &bytes);
+        printf("time    %-44s %9.4f ms  %7.1f GB/s  (grid %u x %u)\n", label, ms, bytes / ms * 1e-6, l->grid[0],
+               l->block[0]);
+    }
+done:
+    if (arena)
+        cuda_ok(cudaFree(arena), "cudaFree");
+    bench_unload(&bm);
+    free(smem);
+    cg_module_free(&m);
+    ir_graph_free(g);
+}
+
+/* The memory-bound kernels at the training shapes, bf16: rmsnorm and rmsnorm_bwd_x over
+ * 16384 tokens of hidden 4096 (Llama-3-8B) and 2048 (Llama-3.2-1B), rope on q [2,8192,32,128],
+ * k [2,8192,8,128] and q at Dh 64 (llama3 scaling, theta 5e5, positions 0..8191, forward
+ * and inverse), xent_bwd over [16384, 128256] logits, and the f32 <-> bf16 weight casts of
+ * a Llama-3-8B MLP matrix, a 1B one and a norm weight. */
+static void bench_memory(env_t *env)
+{
+    if (!env->gpu || (env->filter && !strstr("time memory", env->filter)))
+        return;
+    bench_t bx;
+    if (bench_open(&bx) != 0) {
+        bench_close(&bx);
+        return;
+    }
+    printf("time  memory-bound kernels, bf16, %s\n", env->arch);
+    char label[96];
+    const int64_t hidden[2] = {4096, 2048};
+    for (int k = 0; k < 2; k++) {
+        int64_t d = hidden[k];
+        for (int bwd = 0; bwd < 2; bwd++) {
+            ir_graph_t g;
+            ir_graph_init(&g);
+            int x = ir_leaf(&g, "x", IR_INPUT, IR_BF16, 2, SH(16384, d));
+            int w = ir_leaf(&g, "w", IR_INPUT, IR_BF16, 1, SH(d));
+            int y;
+            if (bwd) {
+                int dy = ir_leaf(&g, "dy", IR_INPUT, IR_BF16, 2, SH(16384, d));
+                y = ir_node(&g, OP_RMSNORM_BWD_X, 3, (const int[]){x, w, dy}, NULL, FP(1e-5));
+            } else {
+                y = ir_rmsnorm(&g, x, w, 1e-5);
+            }
+            if (y >= 0)
+                g.t[y].flags |= IR_FLAG_OUTPUT;
+            snprintf(label, sizeof label, "%s [16384,%lld]", bwd ? "rmsnorm_bwd_x" : "rmsnorm", (long long)d);
+            const mem_fill_t f[3] = {{"x", -2, 2, 0}, {"w", 0.5, 1.5, 0}, {"dy", -1, 1, 0}};
+            bench_mem_graph(env, &bx, &g, label, f, bwd ? 3 : 2);
+        }
+    }
+    const int64_t rs[3][2] = {{32, 128}, {8, 128}, {32, 64}};
+    for (int k = 0; k < 3; k++)
+        for (int inv = 0; inv < 2; inv++) {
+            ir_graph_t g;
+            ir_graph_init(&g);
+            int x = ir_leaf(&g, "x", IR_INPUT, IR_BF16, 4, SH(2, 8192, rs[k][0], rs[k][1]));
+            int pos = ir_leaf(&g, "pos", IR_INPUT, IR_I32, 2, SH(2, 8192));
+            int64_t ip[3] = {inv, 1, 8192};
+            double fp[4] = {500000.0, 8.0, 1.0, 4.0};
+            int y = ir_rope(&g, x, pos, ip, fp);
+            if (y >= 0)
+                g.t[y].flags |= IR_FLAG_OUTPUT;
+            snprintf(label, sizeof label, "rope%s [2,8192,%lld,%lld]", inv ? " inverse" : "", (long long)rs[k][0],
+                     (long long)rs[k][1]);
+            const mem_fill_t f[2] = {{"x", -1, 1, 0}, {"pos", 0, 0, 8192}};
+            bench_mem_graph(env, &bx, &g, label, f, 2);
+        }
+    {
+        ir_graph_t g;
+        ir_graph_init(&g);
+        int lg = ir_leaf(&g, "logits", IR_INPUT, IR_BF16, 2, SH(16384, 128256));
+        int tg = ir_leaf(&g, "targets", IR_INPUT, IR_I32, 1, SH(16384));
+        int dy = ir_leaf(&g, "dy", IR_INPUT, IR_F32, 0, NULL);
+        int y = ir_node(&g, OP_XENT_BWD, 3, (const int[]){lg, tg, dy}, IP(-100), NULL);
+        if (y >= 0)
+            g.t[y].flags |= IR_FLAG_OUTPUT;
+        const mem_fill_t f[3] = {{"logits", -8, 8, 0}, {"targets", 0, 128256, 0}, {"dy", 1e-5, 2e-5, 0}};
+        bench_mem_graph(env, &bx, &g, "xent_bwd [16384,128256]", f, 3);
+    }
+    const int64_t cs[3][2] = {{14336, 4096}, {8192, 2048}, {1, 2048}};
+    for (int k = 0; k < 3; k++)
+        for (int dir = 0; dir < 2; dir++) {
+            ir_dtype_t from = dir ? IR_BF16 : IR_F32, to = dir ? IR_F32 : IR_BF16;
+            ir_graph_t g;
+            ir_graph_init(&g);
+            int x = ir_leaf(&g, "x", IR_INPUT, from, 2, SH(cs[k][0], cs[k][1]));
+            int y = ir_cast(&g, x, to);
+            if (y >= 0)
+                g.t[y].flags |= IR_FLAG_OUTPUT;
+            snprintf(label, sizeof label, "cast %s -> %s [%lld,%lld]", ir_dtype_name(from), ir_dtype_name(to),
+                     (long long)cs[k][0], (long long)cs[k][1]);
+            const mem_fill_t f[1] = {{"x", -1, 1, 0}};
+            bench_mem_graph(env, &bx, &g, label, f, 1);
+        }
+    bench_close(&bx);
+}
+
 static void cases_loss(env_t *env)
 {
     tcase_t c;
@@ -1171,6 +1423,28 @@ static void cases_loss(env_t *env)
                 int dy = leaf(&c, "dy", IR_F32, 0, NULL, 0.001, 0.01);
                 run_case(env, &c, ir_node(&c.g, OP_XENT_BWD, 3, (const int[]){lg, tg, dy}, IP(-100), NULL));
             }
+        }
+        /* Llama-3's vocabulary: 16 vectors a thread in batches, target in the last vector
+         * and the first; an ignored row and a bad target (NaN row) in the vector path */
+        begin(&c, tol_of(dt), "xent_bwd N24 V128256, ignored, bad target");
+        {
+            int lg2 = leaf(&c, "logits", dt, DIMS(24, 128256), -8, 8);
+            int tg2 = leaf(&c, "targets", IR_I32, DIMS(24), 0, 128256);
+            double *t = vals(&c, "targets");
+            t[0] = 128255, t[1] = 0, t[2] = -100, t[3] = 128256, t[4] = 7;
+            int dy = leaf(&c, "dy", IR_F32, 0, NULL, 0.001, 0.01);
+            run_case(env, &c, ir_node(&c.g, OP_XENT_BWD, 3, (const int[]){lg2, tg2, dy}, IP(-100), NULL));
+        }
+        /* rows of V % 8 != 0 but V > 8 (the fallback), one row far below the others */
+        begin(&c, tol_of(dt), "xent_bwd N40 V1003");
+        {
+            int lg2 = leaf(&c, "logits", dt, DIMS(40, 1003), -4, 4);
+            int tg2 = leaf(&c, "targets", IR_I32, DIMS(40), 0, 1003);
+            double *v = vals(&c, "logits");
+            for (int j = 0; j < 1003; j++)
+                v[5 * 1003 + j] -= 60;
+            int dy = leaf(&c, "dy", IR_F32, 0, NULL, 0.5, 1);
+            run_case(env, &c, ir_node(&c.g, OP_XENT_BWD, 3, (const int[]){lg2, tg2, dy}, IP(-100), NULL));
         }
         /* a kept target outside [0, V) poisons the loss: NaN on both sides */
         begin(&c, tol_of(dt), "xent N64 V258, a target of 258 (NaN)");
@@ -1432,6 +1706,7 @@ int main(int argc, char **argv)
     case_nonfinite(&env);
     case_init(&env);
     bench_attention(&env);
+    bench_memory(&env);
     if (!env.gpu) {
         printf("no GPU: %d cases compiled, %d failed before reaching the GPU\n", env.compiled, env.fail);
         printf("%d passed, %d failed\n", 0, env.fail);
