@@ -6,7 +6,8 @@
  * library at build time (cmake/embed.cmake). A graph's source is a preamble of constants,
  * the templates, and one `extern "C"` entry point per distinct (op, input dtypes, output
  * dtype) the schedule uses, named ftk_<op>_<dtypes> and instantiating ftk::<template> with
- * those storage types (two for the two-stage ops, the second named ftk_<op>_<dtypes>_s2).
+ * those storage types (two for the two-stage ops, the second named ftk_<op>_<dtypes>_s2;
+ * attention on the tensor cores has one per kernel and head dim, ftk_<op>_<dtypes>_tc<Dh>...).
  * Entry points are sorted by name and nothing else of the graph enters the text, so the
  * same kernel set always gives the same bytes and graphs that use the same kernels share
  * one compile-cache entry. Matmuls are not kernels (the runtime runs them through
@@ -77,8 +78,8 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_SWIGLU] = {"swiglu", SH_EW, CG_EW_THREADS},
     [OP_SWIGLU_BWD_G] = {"swiglu_bwd_g", SH_EW, CG_EW_THREADS},
     [OP_SWIGLU_BWD_U] = {"swiglu_bwd_u", SH_EW, CG_EW_THREADS},
-    [OP_ATTN] = {"attn", SH_ATTN, CG_ATT_BOUNDS},
-    [OP_ATTN_BWD] = {"attn_bwd", SH_ATTN_BWD, CG_ATT_BOUNDS},
+    [OP_ATTN] = {"attn", SH_ATTN, CG_ATT_THREADS},
+    [OP_ATTN_BWD] = {"attn_bwd", SH_ATTN_BWD, CG_ATT_THREADS},
     [OP_XENT] = {"xent_rows", SH_XENT, 1024, "xent_fin", CG_FIN_THREADS},
     [OP_XENT_BWD] = {"xent_bwd", SH_ROWS, 1024},
     [OP_SUM] = {"sum_part", SH_REDUCE, CG_RED_THREADS, "sum_fin", CG_RED_THREADS},
@@ -88,7 +89,7 @@ static const cg_op_t ops[OP_COUNT] = {
     [OP_ACC] = {"acc", SH_EW, CG_EW_THREADS},
     [OP_GNORM] = {"gnorm", SH_TINY, 32},
     [OP_ADAMW] = {"adamw", SH_EW, CG_EW_THREADS},
-    [OP_ATTN_LSE] = {"attn_lse", SH_ATTN, CG_ATT_BOUNDS},
+    [OP_ATTN_LSE] = {"attn_lse", SH_ATTN, CG_ATT_THREADS},
     [OP_ROWSUM] = {"rowsum", SH_WARP_ROWS, CG_EW_THREADS},
     [OP_AFTER] = {NULL, SH_NONE, 0},
 };
@@ -122,6 +123,67 @@ static const char *template_of(const ir_tensor_t *t, int stage)
         return "fill_const";
     return stage == 1 ? ops[t->op].tmpl2 : ops[t->op].tmpl;
 }
+
+/* ---- attention on the tensor cores ---- */
+
+/* attention.cuh's tensor-core kernels: which attention node runs one, and how it is shaped.
+ * Each (kernel, Dh) has its own entry point, ftk_<op>_<dtypes>_tc<Dh>[_dq|_dk|_dv], whose
+ * template arguments carry the configuration below and whose __launch_bounds__(threads,
+ * minb) give it the registers it needs and nothing else's (the CUDA-core path keeps the
+ * plain ftk_<op>_<dtypes> entry point). */
+enum { ATC_FWD, ATC_LSE, ATC_DQ, ATC_DK, ATC_DV, ATC_COUNT };
+
+typedef struct {
+    int bn;   /* rows per streamed tile */
+    int mi;   /* 16-row subtiles per warp: 2 (4 warps, 128 threads) or 1 (8 warps, 256 threads) */
+    int oreg; /* own rows' A fragments in registers, else resident in shared memory */
+    int ck;   /* dq, dk, dv: streamed rows per score step */
+    int minb; /* blocks per SM the registers are budgeted for */
+} attn_tc_cfg_t;
+
+/* Chosen with ptxas (no spills in the tile loops at these register budgets) and to fit every
+ * block in the 99 KiB of sm_86/89/120 at S 8192; attention.cuh's tensor-core section says what
+ * bounds each. test_kernels times other configurations beside these on a GPU. */
+static const attn_tc_cfg_t attn_tc_cfgs[ATC_COUNT][2] = {
+    /*            Dh 64               Dh 128 */
+    [ATC_FWD] = {{64, 2, 1, 0, 2}, {32, 2, 0, 0, 2}},
+    [ATC_LSE] = {{64, 2, 1, 0, 3}, {64, 2, 0, 0, 3}},
+    [ATC_DQ] = {{64, 2, 1, 32, 2}, {64, 1, 1, 32, 1}},
+    [ATC_DK] = {{64, 2, 1, 16, 2}, {64, 1, 1, 32, 1}},
+    [ATC_DV] = {{64, 2, 1, 64, 2}, {32, 2, 0, 32, 2}},
+};
+static const char *const attn_tc_tmpl[ATC_COUNT] = {"attn_tc_fwd", "attn_tc_lse", "attn_tc_dq", "attn_tc_dk",
+                                                    "attn_tc_dv"};
+static const char *const attn_tc_suffix[ATC_COUNT] = {"", "", "_dq", "_dk", "_dv"};
+
+/* The tensor-core kernel (ATC_*) node t runs, or -1 for the CUDA-core path: every matrix
+ * operand (q, k, and v and dy where the op has them) bf16, head dim 64 or 128, and for the
+ * forward kernels, which take the row max of the raw scores, a scale in [1e-30, 1e30]. */
+static int attn_tc_kind(const ir_graph_t *g, const ir_tensor_t *t)
+{
+    if (t->op != OP_ATTN && t->op != OP_ATTN_LSE && t->op != OP_ATTN_BWD)
+        return -1;
+    int64_t dh = g->t[t->src[0]].shape[3];
+    if (dh != 64 && dh != 128)
+        return -1;
+    const int operands[4] = {0, 1, 2, 4};
+    int n = t->op == OP_ATTN_LSE ? 2 : t->op == OP_ATTN ? 3 : 4;
+    for (int i = 0; i < n; i++)
+        if (g->t[t->src[operands[i]]].dtype != IR_BF16)
+            return -1;
+    if (t->op == OP_ATTN_BWD) /* ip[0]: 0 dq, 1 dk, else dv (the CUDA-core kernels' rule) */
+        return t->ip[0] == 0 ? ATC_DQ : t->ip[0] == 1 ? ATC_DK : ATC_DV;
+    if (!(t->fp[0] >= 1e-30 && t->fp[0] <= 1e30))
+        return -1;
+    return t->op == OP_ATTN ? ATC_FWD : ATC_LSE;
+}
+
+static const attn_tc_cfg_t *attn_tc_cfg(const ir_graph_t *g, const ir_tensor_t *t, int kind)
+{
+    return &attn_tc_cfgs[kind][g->t[t->src[0]].shape[3] == 128];
+}
+
+static unsigned attn_tc_threads(const attn_tc_cfg_t *c) { return (unsigned)(CG_ATT_TC_OWN / (16 * c->mi) * 32); }
 
 /* ---- a growable string ---- */
 
@@ -186,6 +248,10 @@ static int entry_name(const ir_graph_t *g, int id, int stage, char name[CG_NAME_
             break;
         n += (size_t)snprintf(name + n, CG_NAME_MAX - n, "_%s", ir_dtype_name(x->dtype));
     }
+    int kind = stage == 0 ? attn_tc_kind(g, t) : -1;
+    if (kind >= 0 && n < CG_NAME_MAX)
+        n += (size_t)snprintf(name + n, CG_NAME_MAX - n, "_tc%lld%s", (long long)g->t[t->src[0]].shape[3],
+                              attn_tc_suffix[kind]);
     if (stage == 1 && n < CG_NAME_MAX)
         n += (size_t)snprintf(name + n, CG_NAME_MAX - n, "_s2");
     if (n >= CG_NAME_MAX)
@@ -303,9 +369,30 @@ static int emit_templates(sbuf_t *b, ft_err_t *e)
     return 0;
 }
 
+/* A tensor-core attention entry point: the configuration as template arguments (attention.cuh's
+ * ftk::attn_tc_fwd and attn_tc_lse <D, BN, MI, QREG, TO>; attn_tc_dq, _dk, _dv <D, BN, MI,
+ * OREG, CK, TS, TO>), the launch bounds from its block and the blocks per SM it budgets for. */
+static void emit_attn_tc_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en, int kind)
+{
+    const ir_tensor_t *t = &g->t[en->node];
+    const attn_tc_cfg_t *c = attn_tc_cfg(g, t, kind);
+    sb_printf(b, "extern \"C\" __global__ void __launch_bounds__(%u, %d) %s(const __grid_constant__ ftk_args_t a)\n{\n",
+              attn_tc_threads(c), c->minb, en->name);
+    sb_printf(b, "    ftk::%s<%lld, %d, %d, %s, ", attn_tc_tmpl[kind], (long long)g->t[t->src[0]].shape[3], c->bn, c->mi,
+              c->oreg ? "true" : "false");
+    if (kind >= ATC_DQ)
+        sb_printf(b, "%d, %s, ", c->ck, cxx_type[g->t[t->src[5]].dtype]);
+    sb_printf(b, "%s>(a);\n}\n\n", cxx_type[t->dtype]);
+}
+
 static void emit_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en)
 {
     const ir_tensor_t *t = &g->t[en->node];
+    int kind = en->stage == 0 ? attn_tc_kind(g, t) : -1;
+    if (kind >= 0) {
+        emit_attn_tc_entry(b, g, en, kind);
+        return;
+    }
     unsigned minb = en->stage == 1 ? 0 : ops[t->op].minblocks;
     char bounds[32];
     if (minb)
@@ -336,8 +423,7 @@ static char *emit(const ir_graph_t *g, const entry_t *en, int ne, ft_err_t *e)
         {"FTK_HYPER_WD", IR_HYPER_WD},       {"FTK_HYPER_BC1", IR_HYPER_BC1},
         {"FTK_HYPER_BC2", IR_HYPER_BC2},     {"FTK_HYPER_INV_NTOK", IR_HYPER_INV_NTOK},
         {"FTK_HYPER_CLIP", IR_HYPER_CLIP},   {"FTK_ATT_THREADS", CG_ATT_THREADS},
-        {"FTK_ATT_TILE", CG_ATT_TILE},       {"FTK_ATT_MMA_THREADS", CG_ATT_MMA_THREADS},
-        {"FTK_ATT_MMA_OWN", CG_ATT_MMA_OWN}, {"FTK_ATT_MMA_TILE", CG_ATT_MMA_TILE},
+        {"FTK_ATT_TILE", CG_ATT_TILE},       {"FTK_ATT_TC_OWN", CG_ATT_TC_OWN},
         {"FTK_EBW_COLS", CG_EBW_COLS},
         {"FTK_RBW_COLS", CG_RBW_COLS},
         {"FTK_NORM_LANE_BYTES", CG_NORM_LANE_BYTES},
@@ -414,53 +500,32 @@ static int64_t attn_smem(const ir_tensor_t *t, int64_t dh)
     return words * 4;
 }
 
-/* Whether an attention node runs on the tensor cores (attention.cuh's ftk_att_mma): every
- * matrix operand (q, k, and v and dy where the op has them) bf16, head dim 64 or 128. */
-static bool attn_mma(const ir_graph_t *g, const ir_tensor_t *t)
+/* A tensor-core kernel's shared memory (attention.cuh's ftk_tc_lay): bf16 tiles at a pitch of
+ * Dh + 8; two stages of the streamed tiles (attn: K and V tiles of bn rows; attn_lse: K; dq: K
+ * and V; dk and dv: Q and dY plus a (lse, delta) float pair per row); the own tiles of
+ * CG_ATT_TC_OWN rows (Q; dq: Q and dY; dk: K and V; dv: K), resident before the stages, or,
+ * read into registers, over the stages' space; then, 16-byte aligned, an int2 document range
+ * per CG_ATT_TC_OWN rows of the sequence. */
+static int64_t attn_tc_smem(int kind, int64_t dh, const attn_tc_cfg_t *c, int64_t ns)
 {
-    int64_t dh = g->t[t->src[0]].shape[3];
-    if (dh != 64 && dh != 128)
-        return false;
-    const int operands[4] = {0, 1, 2, 4};
-    int n = t->op == OP_ATTN_LSE ? 2 : t->op == OP_ATTN ? 3 : 4;
-    for (int i = 0; i < n; i++)
-        if (g->t[t->src[operands[i]]].dtype != IR_BF16)
-            return false;
-    return true;
-}
-
-/* The tensor-core kernels' shared memory (attention.cuh's tensor-core `Shared memory`
- * paragraph): bf16 tiles at a pitch of Dh + 8; two stages of the streamed tile (attn: K and V
- * tiles of CG_ATT_MMA_TILE rows; attn_lse: K; dq: K and V; dk and dv: Q and dY plus a (lse,
- * delta) float pair per row); the own tiles of CG_ATT_MMA_OWN rows (Q; dq: Q and dY; dk: K
- * and V; dv: K), beside stage 0 over stage 1's space where they fit (attn, attn_lse, dv),
- * else first and under the stages; then, 16-byte aligned, an int2 document-id range per
- * streamed tile of the sequence. */
-static int64_t attn_mma_smem(const ir_tensor_t *t, int64_t dh, int64_t ns)
-{
-    int64_t row = (dh + 8) * 2, tile = CG_ATT_MMA_TILE * row, own = CG_ATT_MMA_OWN * row, stage, owns;
-    bool beside;
-    if (t->op == OP_ATTN || t->op == OP_ATTN_LSE) {
-        stage = (t->op == OP_ATTN ? 2 : 1) * tile;
-        owns = own;
-        beside = true;
-    } else if (t->ip[0] == 0) { /* dq */
-        stage = 2 * tile;
-        owns = 2 * own;
-        beside = false;
-    } else { /* dk (1), dv (2) */
-        stage = 2 * tile + CG_ATT_MMA_TILE * 8;
-        owns = t->ip[0] == 1 ? 2 * own : own;
-        beside = t->ip[0] != 1;
+    int64_t row = (dh + 8) * 2, tile = c->bn * row, own = CG_ATT_TC_OWN * row, stage, owns;
+    switch (kind) {
+    case ATC_FWD:
+        stage = 2 * tile, owns = own;
+        break;
+    case ATC_LSE:
+        stage = tile, owns = own;
+        break;
+    case ATC_DQ:
+        stage = 2 * tile, owns = 2 * own;
+        break;
+    default: /* dk, dv */
+        stage = 2 * tile + c->bn * 8, owns = (kind == ATC_DK ? 2 : 1) * own;
+        break;
     }
-    int64_t end = beside ? stage + (owns > stage ? owns : stage) : (owns > 2 * stage ? owns : 2 * stage);
-    return (end + 15) / 16 * 16 + ceil_div(ns, CG_ATT_MMA_TILE) * 8;
+    int64_t end = c->oreg ? (owns > 2 * stage ? owns : 2 * stage) : owns + 2 * stage;
+    return (end + 15) / 16 * 16 + ceil_div(ns, CG_ATT_TC_OWN) * 8;
 }
-
-_Static_assert(CG_ATT_BOUNDS >= CG_ATT_THREADS && CG_ATT_BOUNDS >= CG_ATT_MMA_THREADS,
-               "the attention entry points' launch bounds cover both paths' blocks");
-_Static_assert(CG_ATT_MMA_OWN == 2 * CG_ATT_MMA_TILE && CG_ATT_MMA_OWN == CG_ATT_MMA_THREADS / 32 * 16,
-               "attention.cuh's tensor-core kernels: 16 own rows per warp, own tiles of two streamed tiles");
 
 /* Both paths' grids: (own tiles, heads, B); own tiles are of query rows, or of keys (per kv
  * head) for dk and dv. */
@@ -472,10 +537,13 @@ static int attn_launch(const ir_graph_t *g, const ir_tensor_t *t, cg_launch_t *l
         return ft_fail(e, "%s '%s': head dim %lld exceeds the GPU kernel's limit of %d", ir_ops[t->op]->name, t->name,
                        (long long)dh, CG_ATT_MAX_DH);
     bool per_kv = t->op == OP_ATTN_BWD && t->ip[0] != 0; /* dk, dv: a block per tile of keys */
-    if (attn_mma(g, t)) {
-        l->block[0] = CG_ATT_MMA_THREADS;
-        l->grid[0] = clamp_u(ceil_div(ns, CG_ATT_MMA_OWN), INT32_MAX);
-        int64_t smem = attn_mma_smem(t, dh, ns);
+    int kind = attn_tc_kind(g, t);
+    if (kind >= 0) {
+        const attn_tc_cfg_t *c = attn_tc_cfg(g, t, kind);
+        l->block[0] = attn_tc_threads(c);
+        /* a block per two own tiles: the longest causal work and the shortest */
+        l->grid[0] = clamp_u(ceil_div(ceil_div(ns, CG_ATT_TC_OWN), 2), INT32_MAX);
+        int64_t smem = attn_tc_smem(kind, dh, c, ns);
         if (smem > UINT32_MAX)
             return ft_fail(e, "%s '%s': sequence length %lld is too long for the attention kernels' shared memory",
                            ir_ops[t->op]->name, t->name, (long long)ns);

@@ -577,33 +577,53 @@ static void test_refusals(void)
     ir_graph_free(&g);
 }
 
-/* Which attention nodes take the tensor-core path (every matrix operand bf16, Dh 64 or 128)
- * and the launch shapes of both paths: blocks of 8 warps per 128 own rows (query rows; keys
- * for dk/dv), two stages of 64-row bf16 tiles at a pitch of Dh + 8, the own tiles beside
- * stage 0 or under the stages, and an int2 document range per 64 rows of the sequence; the
+/* Which attention nodes take the tensor-core path (every matrix operand bf16, Dh 64 or 128,
+ * and for attn and attn_lse a positive scale) and the launch shapes of both paths. The
+ * tensor-core kernels have one entry point each (name suffix _tc<Dh>[_dq|_dk|_dv]) and a block
+ * per two tiles of 128 own rows (query rows; keys for dk/dv); their shared memory, worked out by
+ * hand from attention.cuh's layout (bf16 rows of Dh + 8 elements: 144 bytes at Dh 64, 272 at
+ * Dh 128; two stages of the streamed tiles; the own tiles resident before them or, read into
+ * registers, over them; 16 bytes of document ranges for S 200), is pinned below. The
  * CUDA-core path as check_geometry. */
 static void test_attn_launch(void)
 {
     const struct {
         ir_dtype_t dt, dydt;
         int64_t dh;
+        double scale;
     } cases[] = {
-        {IR_BF16, IR_BF16, 64}, {IR_BF16, IR_BF16, 128}, {IR_BF16, IR_BF16, 96},
-        {IR_F32, IR_F32, 128},  {IR_F16, IR_F16, 64},    {IR_BF16, IR_F32, 64}, /* f32 dy: bwd on CUDA cores */
+        {IR_BF16, IR_BF16, 64, 0.1}, {IR_BF16, IR_BF16, 128, 0.1}, {IR_BF16, IR_BF16, 96, 0.1},
+        {IR_F32, IR_F32, 128, 0.1},  {IR_F16, IR_F16, 64, 0.1},    {IR_BF16, IR_F32, 64, 0.1}, /* f32 dy: bwd on CUDA cores */
+        {IR_BF16, IR_BF16, 128, -0.1}, /* a negative scale: attn and attn_lse on CUDA cores */
     };
+    /* [Dh 64, Dh 128][attn, attn_lse, dq, dk, dv]: threads, shared bytes */
+    const unsigned tc_threads[2][5] = {{128, 128, 128, 128, 128}, {128, 128, 256, 256, 128}};
+    const unsigned tc_smem[2][5] = {
+        /* Dh 64: attn: 64-row K, V stages (2 x 18432 B), Q (18432) read into registers over them;
+         * attn_lse: 64-row K stages (2 x 9216), Q over them; dq: K, V stages (2 x 18432), Q and
+         * dY (36864) over them; dk: Q, dY and stats stages (2 x 18944), K and V (36864) over
+         * them; dv: the same stages, K (18432) over them */
+        {36864 + 16, 18432 + 16, 36864 + 16, 37888 + 16, 37888 + 16},
+        /* Dh 128: attn: Q resident (34816), 32-row K, V stages (2 x 17408); attn_lse: Q resident,
+         * 64-row K stages (2 x 17408); dq: 8 warps, 64-row K, V stages (2 x 34816), Q and dY
+         * (69632) over them; dk: Q, dY, stats stages (2 x 35328), K and V over them; dv: K
+         * resident (34816), 32-row Q, dY, stats stages (2 x 17664) */
+        {69632 + 16, 69632 + 16, 69632 + 16, 70656 + 16, 70144 + 16},
+    };
+    static const char *const sfx[5] = {"_tc%lld", "_tc%lld", "_tc%lld_dq", "_tc%lld_dk", "_tc%lld_dv"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         ir_graph_t g;
         ir_graph_init(&g);
-        int64_t dh = cases[c].dh, pitch = dh + 8;
+        int64_t dh = cases[c].dh;
         const int64_t q4[4] = {2, 200, 8, dh}, kv4[4] = {2, 200, 2, dh}, st4[4] = {2, 200, 8, 2};
         int q = in(&g, cases[c].dt, 4, q4), k = in(&g, cases[c].dt, 4, kv4), v = in(&g, cases[c].dt, 4, kv4);
         int doc = in(&g, IR_I32, 2, q4), dy = in(&g, cases[c].dydt, 4, q4), st = in(&g, IR_F32, 4, st4);
         int ids[5];
-        ids[0] = ir_attn(&g, q, k, v, doc, 0.1);
-        ids[1] = node(&g, OP_ATTN_LSE, IR_F32, 3, (int[]){q, k, doc}, NULL, (double[]){0.1, 0});
+        ids[0] = ir_attn(&g, q, k, v, doc, cases[c].scale);
+        ids[1] = node(&g, OP_ATTN_LSE, IR_F32, 3, (int[]){q, k, doc}, NULL, (double[]){cases[c].scale, 0});
         for (int64_t w = 0; w < 3; w++)
             ids[2 + w] = node(&g, OP_ATTN_BWD, cases[c].dt, 6, (int[]){q, k, v, doc, dy, st}, (int64_t[]){w, 0, 0, 0},
-                              (double[]){0.1, 0});
+                              (double[]){cases[c].scale, 0});
         CHECK_MSG(!g.err[0], "%s", g.err);
         schedule_all(&g);
         for (int i = 0; i < 5 && !g.err[0]; i++) {
@@ -612,34 +632,72 @@ static void test_attn_launch(void)
             CHECK(cg_launch_of(&g, ids[i], "sm_90", &l, &e) == 0);
             const ir_tensor_t *t = &g.t[ids[i]];
             bool kv = i >= 3;
-            int64_t words = 0, rows = 0;
+            int64_t rows = 0, bytes = 0;
             unsigned threads = 128;
-            bool mma = cases[c].dt == IR_BF16 && (dh == 64 || dh == 128) && (i < 2 || cases[c].dydt == IR_BF16);
-            if (mma) {
-                rows = 128;
-                threads = 256;
-                int64_t tile = 64 * pitch * 2, own = 128 * pitch * 2, bytes;
-                if (i == 0) /* stages of K and V; Q beside stage 0 */
-                    bytes = 2 * tile + 2 * tile;
-                else if (i == 1) /* stages of K; Q beside stage 0 */
-                    bytes = tile + own;
-                else if (i == 2) /* stages of K and V; Q and dY first, under them */
-                    bytes = 2 * own;
-                else /* stages of Q, dY and (lse, delta); dk: K and V under them; dv: K beside */
-                    bytes = 2 * (2 * tile + 64 * 8);
-                words = (bytes + 15) / 16 * 4 + (200 + 63) / 64 * 2;
+            bool tc = cases[c].dt == IR_BF16 && (dh == 64 || dh == 128) && (i < 2 || cases[c].dydt == IR_BF16) &&
+                      (i >= 2 || cases[c].scale > 0);
+            if (tc) {
+                rows = 256; /* a block per two own tiles of 128 rows */
+                threads = tc_threads[dh == 128][i];
+                bytes = tc_smem[dh == 128][i];
             } else {
                 int64_t fp = (dh + 3) / 4 * 4 + 4;
                 rows = 32;
-                words = (i == 0 ? 3 : i == 1 ? 2 : 4) * 32 * fp + 64 + (i >= 2 ? 64 : 0);
+                bytes = 4 * ((i == 0 ? 3 : i == 1 ? 2 : 4) * 32 * fp + 64 + (i >= 2 ? 64 : 0));
             }
             CHECK_MSG(l.kind == CG_KERNEL && l.block[0] == threads && l.grid[0] == (unsigned)((200 + rows - 1) / rows) &&
-                          l.grid[1] == (unsigned)(kv ? 2 : 8) && l.grid[2] == 2 && l.smem == (unsigned)(words * 4),
-                      "case %zu %s: block %u grid %u,%u,%u smem %u", c, ir_ops[t->op]->name, l.block[0], l.grid[0],
-                      l.grid[1], l.grid[2], l.smem);
+                          l.grid[1] == (unsigned)(kv ? 2 : 8) && l.grid[2] == 2 && l.smem == (unsigned)bytes,
+                      "case %zu %s %d: block %u grid %u,%u,%u smem %u", c, ir_ops[t->op]->name, i, l.block[0],
+                      l.grid[0], l.grid[1], l.grid[2], l.smem);
+            /* the entry point: its own name on the tensor cores, the op's plain one otherwise */
+            char name[CG_NAME_MAX], want[32] = "";
+            if (tc)
+                snprintf(want, sizeof want, sfx[i], (long long)dh);
+            CHECK(cg_kernel_name(&g, ids[i], name, &e) == 0);
+            size_t n = strlen(name), w = strlen(want);
+            CHECK_MSG(n > w && strcmp(name + n - w, want) == 0 && (tc || !strstr(name, "_tc")), "case %zu %d: %s", c,
+                      i, name);
         }
         ir_graph_free(&g);
     }
+    /* every tensor-core block fits the 99 KiB of sm_86/sm_89/sm_120 at S 8192 */
+    for (int64_t dh = 64; dh <= 128; dh += 64) {
+        ir_graph_t g;
+        ir_graph_init(&g);
+        const int64_t q4[4] = {1, 8192, 4, dh}, kv4[4] = {1, 8192, 2, dh}, st4[4] = {1, 8192, 4, 2};
+        int q = in(&g, IR_BF16, 4, q4), k = in(&g, IR_BF16, 4, kv4), doc = in(&g, IR_I32, 2, q4);
+        int st = in(&g, IR_F32, 4, st4), ids[5];
+        ids[0] = ir_attn(&g, q, k, k, doc, 0.1);
+        ids[1] = node(&g, OP_ATTN_LSE, IR_F32, 3, (int[]){q, k, doc}, NULL, (double[]){0.1, 0});
+        for (int64_t w = 0; w < 3; w++)
+            ids[2 + w] =
+                node(&g, OP_ATTN_BWD, IR_BF16, 6, (int[]){q, k, k, doc, q, st}, (int64_t[]){w, 0, 0, 0}, (double[]){0.1, 0});
+        schedule_all(&g);
+        for (int i = 0; i < 5; i++) {
+            cg_launch_t l;
+            ft_err_t e;
+            CHECK_MSG(cg_launch_of(&g, ids[i], "sm_86", &l, &e) == 0 && l.smem <= 99u * 1024u, "Dh %lld %d: %s",
+                      (long long)dh, i, e.msg);
+        }
+        ir_graph_free(&g);
+    }
+    /* the entry points carry their configuration: template arguments and launch bounds */
+    ir_graph_t g;
+    ir_graph_init(&g);
+    const int64_t q4[4] = {1, 64, 4, 128}, kv4[4] = {1, 64, 2, 128}, st4[4] = {1, 64, 4, 2};
+    int q = in(&g, IR_BF16, 4, q4), k = in(&g, IR_BF16, 4, kv4), doc = in(&g, IR_I32, 2, q4);
+    int st = in(&g, IR_F32, 4, st4);
+    ir_attn(&g, q, k, k, doc, 0.1);
+    node(&g, OP_ATTN_BWD, IR_BF16, 6, (int[]){q, k, k, doc, q, st}, (int64_t[]){0, 0, 0, 0}, (double[]){0.1, 0});
+    schedule_all(&g);
+    ft_err_t e;
+    char *src = cg_emit_source(&g, &e);
+    CHECK(src && strstr(src, "__launch_bounds__(128, 2) ftk_attn_bf16_bf16_bf16_i32_bf16_tc128(") &&
+          strstr(src, "ftk::attn_tc_fwd<128, 32, 2, false, __nv_bfloat16>(a);") &&
+          strstr(src, "__launch_bounds__(256, 1) ftk_attn_bwd_bf16_bf16_bf16_i32_bf16_f32_bf16_tc128_dq(") &&
+          strstr(src, "ftk::attn_tc_dq<128, 64, 1, true, 32, float, __nv_bfloat16>(a);"));
+    free(src);
+    ir_graph_free(&g);
 }
 
 /* The two-stage ops at the real workload's sizes (Llama 3 8B: 16384 tokens, vocabulary

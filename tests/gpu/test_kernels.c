@@ -16,9 +16,9 @@
  * Not a ctest test (CPU CI has no GPU): tests/gpu/run.sh runs it on a GPU machine. Without
  * a GPU it still builds and compiles every case and runs the CPU side, then says so.
  *
- * After the checks, the attention kernels are timed at S 1024, S 4096 and the Llama-3-8B
- * training shape (bench_attention), then the memory-bound kernels (rmsnorm, rmsnorm_bwd_x,
- * rope, xent_bwd, cast) at the Llama-3-8B / 3.2-1B training shapes (bench_memory): "time"
+ * After the checks, the attention kernels are timed at S 1024, S 4096 and the Llama-3-8B and
+ * Llama-3.2-1B training shapes (bench_attention), then the memory-bound kernels (rmsnorm,
+ * rmsnorm_bwd_x, rope, xent_bwd, cast) at the same training shapes (bench_memory): "time"
  * lines; FILTER "time" runs only those, FILTER "memory" only bench_memory.
  *
  * usage: test_kernels [--arch sm_XY] [--cache DIR] [--old-attn FILE] [FILTER]   (FILTER: substring of labels) */
@@ -806,8 +806,9 @@ static void attention_config(env_t *env, const attn_cfg_t *c, ir_dtype_t dt)
 }
 
 /* Small shapes (tile edges: S not a multiple of 32 or 64, Dh under 32 and not a multiple of 8,
- * Dh 128; MHA and GQA; three document layouts) in f32 and bf16, then the size the
- * statistics rewrite is for (S 1024, packed documents) in bf16 and, at Dh 128, f32. */
+ * Dh 128; MHA and GQA; three document layouts) in f32 and bf16, one document over several
+ * tensor-core blocks in bf16, then the size the statistics rewrite is for (S 1024, packed
+ * documents) in bf16 and, at Dh 128, f32. */
 static void cases_attention(env_t *env)
 {
     const attn_cfg_t small[6] = {
@@ -823,6 +824,11 @@ static void cases_attention(env_t *env)
     for (int d = 0; d < 2; d++)
         for (int k = 0; k < 6; k++)
             attention_config(env, &small[k], float_types[d]);
+    /* bf16 only (the tensor cores): one document, so most tile pairs run mask-free, over
+     * several query blocks and a partial last one (S not a multiple of 128), groups of 4 and 2 */
+    const attn_cfg_t one[2] = {{1, 600, 8, 2, 128, DOCS_ONE}, {2, 520, 4, 2, 64, DOCS_ONE}};
+    attention_config(env, &one[0], IR_BF16);
+    attention_config(env, &one[1], IR_BF16);
     const attn_cfg_t large[2] = {{1, 1024, 8, 2, 64, DOCS_PACKED}, {1, 1024, 8, 2, 128, DOCS_PACKED}};
     attention_config(env, &large[0], IR_BF16);
     attention_config(env, &large[1], IR_BF16);
@@ -856,11 +862,13 @@ typedef CUresult (*bench_launch_t)(CUfunction, unsigned, unsigned, unsigned, uns
                                    CUstream, void **, void **);
 typedef CUresult (*bench_kfn_t)(CUfunction *, CUkernel);
 typedef CUresult (*bench_attr_t)(CUfunction, CUfunction_attribute, int);
+typedef CUresult (*bench_getattr_t)(int *, CUfunction_attribute, CUfunction);
 
 typedef struct {
     bench_launch_t launch;
     bench_kfn_t kernel_function;
     bench_attr_t set_attribute;
+    bench_getattr_t get_attribute;
     cudaStream_t stream;
     cudaEvent_t ev[2 * BENCH_REPS];
     bool has_stream;
@@ -900,7 +908,8 @@ static int bench_open(bench_t *bx)
     memset(bx, 0, sizeof *bx);
     if (bench_entry("cuLaunchKernel", (void **)&bx->launch) != 0 ||
         bench_entry("cuKernelGetFunction", (void **)&bx->kernel_function) != 0 ||
-        bench_entry("cuFuncSetAttribute", (void **)&bx->set_attribute) != 0)
+        bench_entry("cuFuncSetAttribute", (void **)&bx->set_attribute) != 0 ||
+        bench_entry("cuFuncGetAttribute", (void **)&bx->get_attribute) != 0)
         return -1;
     if (cuda_ok(cudaStreamCreateWithFlags(&bx->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags") != 0)
         return -1;
@@ -1073,6 +1082,83 @@ static double attn_bench_flops(const attn_cfg_t *c, const ir_tensor_t *t)
     return t->ip[0] == 2 ? 2 * mm : 3 * mm;
 }
 
+/* A kernel's registers per thread and local memory (spills) per thread, for the time lines. */
+static void bench_regs(bench_t *bx, CUfunction fn, char *buf, size_t cap)
+{
+    int regs = -1, local = -1;
+    bx->get_attribute(&regs, CU_FUNC_ATTRIBUTE_NUM_REGS, fn);
+    bx->get_attribute(&local, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, fn);
+    snprintf(buf, cap, "%3d regs %3d B local", regs, local);
+}
+
+/* Tensor-core configurations other than emit.c's (attn_tc_cfgs: attention.cuh's template
+ * arguments per kernel and head dim), timed beside them on the same buffers, so one GPU run
+ * says whether a row of that table should change. kind: 0 attn, 1 attn_lse, 2 dq, 3 dk,
+ * 4 dv; bn, mi, oreg, ck as attn_tc_cfg_t; minb the blocks per SM of __launch_bounds__. The
+ * results are not checked here: a configuration moved into emit.c is checked by the cases. */
+typedef struct {
+    int kind, dh, bn, mi, oreg, ck, minb;
+} alt_cfg_t;
+
+static const alt_cfg_t alt_cfgs[] = {
+    {0, 128, 64, 2, 0, 0, 2},  {0, 128, 64, 1, 1, 0, 1},  {1, 128, 64, 2, 1, 0, 2},  {1, 128, 32, 2, 0, 0, 3},
+    {2, 128, 32, 2, 0, 32, 2}, {2, 128, 64, 1, 1, 64, 1}, {3, 128, 32, 2, 0, 32, 2}, {3, 128, 64, 1, 1, 16, 1},
+    {4, 128, 64, 1, 1, 64, 1}, {4, 128, 64, 2, 0, 32, 2}, {0, 64, 64, 2, 0, 0, 2},   {0, 64, 32, 2, 1, 0, 3},
+    {1, 64, 64, 2, 0, 0, 4},   {1, 64, 128, 2, 1, 0, 2},  {2, 64, 64, 2, 1, 16, 2},  {2, 64, 64, 2, 0, 32, 2},
+    {3, 64, 64, 2, 1, 32, 2},  {3, 64, 64, 2, 0, 32, 2},  {4, 64, 64, 2, 1, 32, 2},  {4, 64, 64, 2, 0, 64, 2},
+};
+#define NALT (sizeof alt_cfgs / sizeof alt_cfgs[0])
+
+/* attention.cuh's ftk_tc_lay for one configuration (emit.c's attn_tc_smem, written again). */
+static unsigned alt_smem(const alt_cfg_t *a, int64_t ns)
+{
+    int64_t row = (a->dh + 8) * 2, tile = a->bn * row, own = 128 * row, stage, owns;
+    if (a->kind == 0)
+        stage = 2 * tile, owns = own;
+    else if (a->kind == 1)
+        stage = tile, owns = own;
+    else if (a->kind == 2)
+        stage = 2 * tile, owns = 2 * own;
+    else
+        stage = 2 * tile + a->bn * 8, owns = (a->kind == 3 ? 2 : 1) * own;
+    int64_t end = a->oreg ? (owns > 2 * stage ? owns : 2 * stage) : owns + 2 * stage;
+    return (unsigned)((end + 15) / 16 * 16 + (ns + 127) / 128 * 8);
+}
+
+/* The alternative configurations' entry points alt_<i> (for head dim dh), compiled from the
+ * embedded templates with the preamble they need. */
+static int alt_module(const char *arch, int64_t dh, unsigned char **image, size_t *len)
+{
+    static const char *const tmpl[5] = {"attn_tc_fwd", "attn_tc_lse", "attn_tc_dq", "attn_tc_dk", "attn_tc_dv"};
+    size_t cap = 1 << 21, at = 0;
+    char *src = malloc(cap);
+    at += (size_t)snprintf(src + at, cap - at, "#define FTK_ATT_THREADS %d\n#define FTK_ATT_TILE %d\n#define FTK_ATT_TC_OWN %d\n",
+                           CG_ATT_THREADS, CG_ATT_TILE, CG_ATT_TC_OWN);
+    const char *files[3] = {"kernel_abi.h", "common.cuh", "attention.cuh"};
+    for (int f = 0; f < 3; f++)
+        for (int i = 0; i < cg_nembedded; i++)
+            if (strcmp(cg_embedded[i].name, files[f]) == 0)
+                at += (size_t)snprintf(src + at, cap - at, "%s\n", cg_embedded[i].text);
+    for (size_t i = 0; i < NALT; i++) {
+        const alt_cfg_t *a = &alt_cfgs[i];
+        if (a->dh != dh)
+            continue;
+        at += (size_t)snprintf(src + at, cap - at,
+                               "extern \"C\" __global__ void __launch_bounds__(%d, %d) alt_%zu(const __grid_constant__ "
+                               "ftk_args_t a) { ftk::%s<%d, %d, %d, %s, ",
+                               256 / a->mi, a->minb, i, tmpl[a->kind], a->dh, a->bn, a->mi, a->oreg ? "true" : "false");
+        if (a->kind >= 2)
+            at += (size_t)snprintf(src + at, cap - at, "%d, float, ", a->ck);
+        at += (size_t)snprintf(src + at, cap - at, "%s>(a); }\n", a->kind == 1 ? "float" : "__nv_bfloat16");
+    }
+    ft_err_t e;
+    int rc = at + 1 >= cap ? -1 : cg_nvrtc_compile(src, arch, image, len, &e);
+    if (rc != 0)
+        printf("bench: compiling the alternative configurations: %.300s\n", at + 1 >= cap ? "source too long" : e.msg);
+    free(src);
+    return rc;
+}
+
 static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_t dt)
 {
     static const char *const cxx[IR_DTYPE_COUNT] = {[IR_F32] = "float", [IR_BF16] = "__nv_bfloat16"};
@@ -1161,9 +1247,54 @@ static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_
             const char *what = t->op == OP_ATTN_BWD ? (t->ip[0] == 0 ? "attn_bwd dq" : t->ip[0] == 1 ? "attn_bwd dk"
                                                                                                       : "attn_bwd dv")
                                                     : ir_ops[t->op]->name;
-            printf("time    %-12s new %9.4f ms  %7.2f TFLOP/s  %7.1f GB/s\n", what, ms, flops / ms * 1e-9,
-                   bytes / ms * 1e-6);
+            char regs[64];
+            bench_regs(bx, bm.fn[l->kernel], regs, sizeof regs);
+            printf("time    %-12s new %9.4f ms  %7.2f TFLOP/s  %7.1f GB/s  %s  %s\n", what, ms, flops / ms * 1e-9,
+                   bytes / ms * 1e-6, regs, m.names[l->kernel]);
         }
+    }
+    if (dt == IR_BF16 && (c->dh == 64 || c->dh == 128)) { /* the other tensor-core configurations */
+        unsigned char *aimg = NULL;
+        size_t alen = 0;
+        if (alt_module(env->arch, c->dh, &aimg, &alen) != 0)
+            goto done;
+        char *anames[NALT];
+        unsigned asmem[NALT];
+        size_t aidx[NALT], na = 0;
+        for (size_t i = 0; i < NALT; i++)
+            if (alt_cfgs[i].dh == c->dh) {
+                anames[na] = malloc(32);
+                snprintf(anames[na], 32, "alt_%zu", i);
+                asmem[na] = alt_smem(&alt_cfgs[i], c->s);
+                aidx[na++] = i;
+            }
+        bench_mod_t ba = {0};
+        int rc = bench_load(bx, &ba, aimg, anames, (int)na, asmem);
+        static const char *const kn[5] = {"attn", "attn_lse", "attn_bwd dq", "attn_bwd dk", "attn_bwd dv"};
+        const int nodes[5] = {o, lse, grads[0], grads[1], grads[2]};
+        for (size_t j = 0; j < na && rc == 0; j++) {
+            const alt_cfg_t *a = &alt_cfgs[aidx[j]];
+            ftk_args_t args;
+            bench_args(&g, arena, nodes[a->kind], &args);
+            /* a block per two own tiles of 128 rows (emit.c's attn_launch) */
+            unsigned grid[3] = {(unsigned)(((c->s + 127) / 128 + 1) / 2), (unsigned)(a->kind >= 3 ? c->hkv : c->hq),
+                                (unsigned)c->b};
+            double ms;
+            rc = bench_time(bx, ba.fn[j], grid, (unsigned)(256 / a->mi), asmem[j], &args, &ms);
+            if (rc != 0)
+                break;
+            char regs[64];
+            bench_regs(bx, ba.fn[j], regs, sizeof regs);
+            printf("time    %-12s alt %9.4f ms  %7.2f TFLOP/s  {bn %d, mi %d, oreg %d, ck %d, minb %d} %u B  %s\n",
+                   kn[a->kind], ms, attn_bench_flops(c, &g.t[nodes[a->kind]]) / ms * 1e-9, a->bn, a->mi, a->oreg,
+                   a->ck, a->minb, asmem[j], regs);
+        }
+        bench_unload(&ba);
+        for (size_t j = 0; j < na; j++)
+            free(anames[j]);
+        free(aimg);
+        if (rc != 0)
+            goto done;
     }
     if (!env->old_attn || !cxx[dt])
         goto done;
@@ -1207,13 +1338,12 @@ static void bench_attention(env_t *env)
         return;
     bench_t bx;
     if (bench_open(&bx) == 0) {
-        /* the S 1024 sizes of the checks; S 4096 packed; then Llama-3-8B's training shape
-         * (micro-batch 2 of 8192 tokens, 32 query heads on 8 kv heads, Dh 128, unpacked) */
-        const attn_cfg_t large[4] = {
-            {1, 1024, 8, 2, 64, DOCS_PACKED},
-            {1, 1024, 8, 2, 128, DOCS_PACKED},
-            {1, 4096, 32, 8, 128, DOCS_PACKED},
-            {2, 8192, 32, 8, 128, DOCS_ONE},
+        /* the S 1024 sizes of the checks; S 4096 packed; then the training shapes of
+         * Llama-3-8B (micro-batch 2 of 8192 tokens, 32 query heads on 8 kv heads, Dh 128,
+         * unpacked) and Llama-3.2-1B (the same at Dh 64) */
+        const attn_cfg_t large[5] = {
+            {1, 1024, 8, 2, 64, DOCS_PACKED}, {1, 1024, 8, 2, 128, DOCS_PACKED}, {1, 4096, 32, 8, 128, DOCS_PACKED},
+            {2, 8192, 32, 8, 128, DOCS_ONE},  {2, 8192, 32, 8, 64, DOCS_ONE},
         };
         bench_config(env, &bx, &large[0], IR_BF16);
         bench_config(env, &bx, &large[1], IR_BF16);
@@ -1221,6 +1351,7 @@ static void bench_attention(env_t *env)
         bench_config(env, &bx, &large[2], IR_BF16);
         bench_config(env, &bx, &large[2], IR_F32);
         bench_config(env, &bx, &large[3], IR_BF16);
+        bench_config(env, &bx, &large[4], IR_BF16);
     }
     bench_close(&bx);
 }
