@@ -219,7 +219,7 @@ static void run_case(env_t *env, tcase_t *c, int out)
     rt_exec_t cpu, gpu;
     memset(&cpu, 0, sizeof cpu);
     memset(&gpu, 0, sizeof gpu);
-    double *want = NULL, *got = NULL, *got2 = NULL;
+    double *want = NULL, *got = NULL, *got2 = NULL, *keep[3] = {NULL, NULL, NULL};
     cmp_t r = {0}, worst = {0};
     bool ok = false, ran = false;
     const char *how = "?";
@@ -281,6 +281,8 @@ static void run_case(env_t *env, tcase_t *c, int out)
             break;
         }
         compare(got, want, ir_numel(&c->g.t[t]), &r);
+        keep[k] = malloc((size_t)ir_numel(&c->g.t[t]) * sizeof *got);
+        memcpy(keep[k], got, (size_t)ir_numel(&c->g.t[t]) * sizeof *got);
         if (r.rel > worst.rel || isnan(r.rel))
             worst.rel = r.rel;
         if (r.maxabs > worst.maxabs)
@@ -296,14 +298,28 @@ static void run_case(env_t *env, tcase_t *c, int out)
             snprintf(why + wl, sizeof why - wl, "%s%lld elements dropped on one side only", wl ? "; " : "",
                      (long long)r.mask_diff), ok = false;
     }
-    /* a pure op again: the second run replays a CUDA graph and must give the same bits */
-    if (ok && !ir_ops[c->g.t[id].op]->writes) {
-        if (gpu.ops->run(&gpu, c->g.t[id].phase, &e) != 0 || read_all(&gpu, id, &got2, &e) != 0) {
+    /* again (an op that updates its inputs in place, from its inputs written afresh): the
+     * second run replays a CUDA graph and must give the same bits, in place too */
+    if (ok) {
+        const ir_tensor_t *t = &c->g.t[id];
+        bool inplace = (ir_ops[t->op]->writes & ((1u << t->nsrc) - 1u)) != 0;
+        if ((inplace && write_inputs(&gpu, c, &e) != 0) || gpu.ops->run(&gpu, t->phase, &e) != 0) {
             snprintf(why, sizeof why, "second gpu run: %s", e.msg);
             ok = false;
-        } else if (memcmp(got, got2, (size_t)ir_numel(&c->g.t[id]) * sizeof *got) != 0) {
-            snprintf(why, sizeof why, "a second run gave other bits (not deterministic)");
-            ok = false;
+        }
+        for (int k = 0; k < 3 && ok; k++) {
+            int x = k == 0 ? id : c->also[k - 1] ? ir_find(&c->g, c->also[k - 1]) : -1;
+            if (x < 0)
+                continue;
+            free(got2);
+            got2 = NULL;
+            if (read_all(&gpu, x, &got2, &e) != 0) {
+                snprintf(why, sizeof why, "second gpu run: reading '%s': %s", c->g.t[x].name, e.msg);
+                ok = false;
+            } else if (!keep[k] || memcmp(keep[k], got2, (size_t)ir_numel(&c->g.t[x]) * sizeof *got2) != 0) {
+                snprintf(why, sizeof why, "a second run gave other bits in '%s' (not deterministic)", c->g.t[x].name);
+                ok = false;
+            }
         }
     }
 done:
@@ -320,6 +336,8 @@ done:
     free(want);
     free(got);
     free(got2);
+    for (int k = 0; k < 3; k++)
+        free(keep[k]);
     if (gpu.ops)
         rt_exec_close(&gpu);
     if (cpu.ops)
