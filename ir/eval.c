@@ -23,7 +23,7 @@ int ir_eval_f64(const ir_graph_t *g, double **vals, ft_err_t *e)
             a.srct[s] = &g->t[t->src[s]];
             a.in[s] = vals[t->src[s]];
         }
-        if (d->flags & IR_OPF_ALIAS) {
+        if (ir_in_place(t)) {
             vals[i] = vals[t->src[0]];
         } else {
             vals[i] = ft_xcalloc((size_t)ir_numel(t), sizeof(double));
@@ -38,7 +38,7 @@ void ir_eval_free(const ir_graph_t *g, double **vals)
 {
     for (int i = 0; i < g->n; i++) {
         const ir_tensor_t *t = &g->t[i];
-        if (t->op == OP_LEAF || (t->flags & IR_FLAG_DEAD) || (ir_ops[t->op]->flags & IR_OPF_ALIAS))
+        if (t->op == OP_LEAF || (t->flags & IR_FLAG_DEAD) || ir_in_place(t))
             continue;
         free(vals[i]);
         vals[i] = NULL;

@@ -264,3 +264,9 @@ int ir_permute(ir_graph_t *g, int a, const int64_t *perm)
         ip[i] = perm[i];
     return ir_node(g, OP_PERMUTE, 1, SRC(a), ip, NULL);
 }
+
+bool ir_in_place(const ir_tensor_t *t)
+{
+    return t->op != OP_LEAF && (unsigned)t->op < OP_COUNT && t->nsrc > 0 &&
+           ((ir_ops[t->op]->flags & IR_OPF_ALIAS) || (t->flags & IR_FLAG_INPLACE));
+}

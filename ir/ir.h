@@ -98,6 +98,7 @@ enum {
     IR_FLAG_RECOMPUTE = 1u << 2, /* a clone made by the recompute pass */
     IR_FLAG_DEAD = 1u << 3,      /* removed; dropped by the next compaction */
     IR_FLAG_BWD = 1u << 4,       /* built by the backward pass */
+    IR_FLAG_INPLACE = 1u << 5,   /* output in src 0's storage, which nothing reads after (passes/fuse.c) */
 };
 
 typedef struct {
@@ -164,6 +165,10 @@ enum {
 };
 
 extern const ir_op_desc_t *const ir_ops[OP_COUNT];
+
+/* Whether node t's output lives in its first input's storage: an aliasing op (reshape,
+ * after, the in-place updates) or a node a pass made in place (IR_FLAG_INPLACE). */
+bool ir_in_place(const ir_tensor_t *t);
 
 /* ---- tensors ---- */
 size_t ir_dtype_size(ir_dtype_t dt);

@@ -9,7 +9,12 @@
  *  - attention's row statistics from the forward kernel: attn_lse(q, k, doc) beside an
  *    attn(q, k, v, doc) of the same inputs redoes half of that node's work; instead the attn
  *    node writes the log-sum-exp into a buffer (its fifth input, written in place) and the
- *    attn_lse node becomes after(buffer, attn), which reads those bytes once attn has run. */
+ *    attn_lse node becomes after(buffer, attn), which reads those bytes once attn has run.
+ *  - the logits' gradient in the logits' storage: xent_bwd(L, targets, dy) reads each logit
+ *    before it writes that element's gradient, and where L feeds only it and the xent of the
+ *    same targets, it reads after(L, xent) instead and writes in place (IR_FLAG_INPLACE):
+ *    the LM head's [tokens, vocab] output and its gradient are never both held (4 GiB at
+ *    16k tokens and a 128k vocabulary in bf16, at the backward's start, the usual peak). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +127,44 @@ static int fuse_attn_stats(ir_graph_t *g)
     return n;
 }
 
+/* Returns how many xent_bwd nodes it made in place, or -1 (g->err says why). uses: how many
+ * live nodes read each tensor. */
+static int fuse_xent_in_place(ir_graph_t *g, const int *uses)
+{
+    int n = 0, n0 = g->n;
+    for (int x = 0; x < n0; x++) {
+        const ir_tensor_t *b = &g->t[x];
+        if (b->op != OP_XENT_BWD || (b->flags & (IR_FLAG_DEAD | IR_FLAG_INPLACE)))
+            continue;
+        int l = b->src[0];
+        const ir_tensor_t *lt = &g->t[l];
+        if (lt->op == OP_LEAF || ir_in_place(lt) || uses[l] != 2 || lt->dtype != b->dtype ||
+            (lt->flags & (IR_FLAG_OUTPUT | IR_FLAG_LOSS)))
+            continue;
+        int f = -1; /* the forward: the other reader of L */
+        for (int i = 0; i < n0 && f < 0; i++)
+            if (g->t[i].op == OP_XENT && !(g->t[i].flags & IR_FLAG_DEAD) && g->t[i].src[0] == l &&
+                g->t[i].src[1] == b->src[1] && g->t[i].ip[0] == b->ip[0])
+                f = i;
+        if (f < 0)
+            continue;
+        int a = ir_node(g, OP_AFTER, 2, (const int[]){l, f}, NULL, NULL);
+        if (a < 0)
+            return -1;
+        ir_tensor_t *at = &g->t[a], *bt = &g->t[x];
+        at->block = bt->block;
+        at->phase = bt->phase;
+        at->flags |= bt->flags & (IR_FLAG_BWD | IR_FLAG_RECOMPUTE);
+        char fname[IR_NAME_MAX];
+        memcpy(fname, g->t[f].name, IR_NAME_MAX);
+        snprintf(at->name, IR_NAME_MAX, "after:%.100s", fname);
+        bt->src[0] = a;
+        bt->flags |= IR_FLAG_INPLACE;
+        n++;
+    }
+    return n;
+}
+
 int pass_fuse(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
 {
     (void)ctx;
@@ -136,7 +179,11 @@ int pass_fuse(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
     int total = 0, n;
     while ((n = sweep(g, uses)) > 0)
         total += n;
+    n = fuse_xent_in_place(g, uses);
     free(uses);
+    if (n < 0)
+        return ft_fail(e, "fuse: %s", g->err);
+    total += n;
     if (total == 0 && nattn == 0)
         return 0;
     int *order = ft_xmalloc((size_t)g->n * sizeof *order);

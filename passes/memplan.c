@@ -13,7 +13,7 @@
 
 static int64_t align_up(int64_t x) { return (x + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN; }
 
-static bool aliases(const ir_tensor_t *t) { return t->op != OP_LEAF && (ir_ops[t->op]->flags & IR_OPF_ALIAS); }
+static bool aliases(const ir_tensor_t *t) { return ir_in_place(t); }
 
 /* the tensor whose bytes t uses */
 static int storage_root(const ir_graph_t *g, int id)

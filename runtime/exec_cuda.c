@@ -415,7 +415,7 @@ static int build_args(cu_t *c, int id, ftk_args_t *a, ft_err_t *e)
         a->in[s] = p;
         put_shape(a, s, &c->g->t[t->src[s]]);
     }
-    if ((ir_ops[t->op]->flags & IR_OPF_ALIAS) && t->nsrc > 0) {
+    if (ir_in_place(t)) {
         a->out = a->in[0]; /* in place: the output is its first input's storage */
     } else {
         unsigned char *p = NULL;

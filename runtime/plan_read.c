@@ -624,7 +624,7 @@ static int check_arena_bounds(const rd_t *r, const ir_graph_t *g)
 {
     for (int i = 0; i < g->n; i++) {
         const ir_tensor_t *t = &g->t[i];
-        if (t->offset < 0 || (t->flags & IR_FLAG_DEAD) || (ir_ops[t->op]->flags & IR_OPF_ALIAS))
+        if (t->offset < 0 || (t->flags & IR_FLAG_DEAD) || ir_in_place(t))
             continue;
         int64_t nb = ir_nbytes(t);
         if (t->offset > g->arena_bytes || nb > g->arena_bytes - t->offset)

@@ -10,7 +10,7 @@
 #include "models/models.h"
 #include "passes/passes.h"
 
-static bool aliasing(const ir_tensor_t *t) { return t->op != OP_LEAF && (ir_ops[t->op]->flags & IR_OPF_ALIAS); }
+static bool aliasing(const ir_tensor_t *t) { return ir_in_place(t); }
 
 static int root_of(const ir_graph_t *g, int id)
 {

@@ -117,7 +117,7 @@ static const char *cache_dir(char *buf, size_t cap)
 static int codegen(const compile_args_t *a, plan_t *p, bool gpu, ft_err_t *e)
 {
     if (a->emit_cuda) {
-        char *src = cg_emit_source(&p->g, e);
+        char *src = cg_emit_source(&p->g, a->target, e);
         if (!src)
             return -1;
         int rc = ft_write_file_atomic(a->emit_cuda, src, strlen(src), e);
@@ -235,7 +235,7 @@ static void inspect_memory(const plan_t *p)
     printf("%-6s %-12s %12s %12s %6s %6s  %s\n", "id", "role", "offset", "bytes", "first", "last", "name");
     for (int i = 0; i < g->n; i++) {
         const ir_tensor_t *t = &g->t[i];
-        bool alias = t->op != OP_LEAF && (ir_ops[t->op]->flags & IR_OPF_ALIAS);
+        bool alias = ir_in_place(t);
         printf("%-6d %-12s %12lld %12lld %6d %6d  %s%s\n", i, ir_role_name(t->role), (long long)t->offset,
                (long long)ir_nbytes(t), first[i], last[i], t->name, alias ? " (shares its input's bytes)" : "");
     }
