@@ -35,6 +35,7 @@ extern const int cg_nembedded;
 #define CG_ATT_THREADS 128       /* attention: 4 warps, 8 rows of a tile each */
 #define CG_ATT_TILE 32           /* attention: query rows or keys per tile */
 #define CG_ATT_MAX_DH 256        /* attention: head dims, at most 8 per lane */
+#define CG_ATT_WG_THREADS 256    /* attention on Hopper (attention_wg.cuh): two warpgroups a block */
 #define CG_ATT_TC_OWN 128        /* attention on tensor cores: own rows per block (queries; dk/dv keys) */
 #define CG_EBW_COLS 8            /* embed_bwd: columns per thread and pass */
 #define CG_RBW_COLS 8            /* rmsnorm_bwd_w: columns per thread and pass */

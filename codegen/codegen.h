@@ -51,8 +51,9 @@ typedef struct {
  * matmuls, CG_KERNEL for the rest (CG_KIND_COUNT for an op out of range). */
 cg_kind_t cg_op_kind(ir_op_t op);
 
-/* The CUDA source for g (deterministic: the same graph gives the same bytes). malloc'd. */
-char *cg_emit_source(const ir_graph_t *g, ft_err_t *e);
+/* The CUDA source for g and target (sm_90 targets get the Hopper attention kernels);
+ * deterministic: the same graph gives the same bytes. malloc'd. */
+char *cg_emit_source(const ir_graph_t *g, const char *target, ft_err_t *e);
 
 /* Emits, compiles (NVRTC, or the cache in cache_dir keyed by a hash of source, options
  * and NVRTC version; cache_dir NULL = no cache) and records the launches. */

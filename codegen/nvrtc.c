@@ -78,7 +78,10 @@ typedef struct {
 
 static void make_opts(const char *target, opts_t *o)
 {
-    snprintf(o->arch, sizeof o->arch, "--gpu-architecture=%s", target);
+    /* sm_90 code is compiled as sm_90a: the Hopper attention kernels use wgmma, which only the
+     * arch-specific target has (a cubin for either runs on compute capability 9.0 alone) */
+    bool hopper = strcmp(target, "sm_90") == 0;
+    snprintf(o->arch, sizeof o->arch, "--gpu-architecture=%s%s", target, hopper ? "a" : "");
     snprintf(o->inc, sizeof o->inc, "-I%s", cuda_include());
     o->v[0] = o->arch;
     o->v[1] = o->inc;

@@ -317,7 +317,8 @@ static void check_module(const ir_graph_t *g, const cg_module_t *m, const char *
 static void check_source(const ir_graph_t *g, const cg_module_t *m, const char *what)
 {
     ft_err_t e;
-    char *a = cg_emit_source(g, &e), *b = cg_emit_source(g, &e);
+    const char *tg = m ? m->target : "sm_90";
+    char *a = cg_emit_source(g, tg, &e), *b = cg_emit_source(g, tg, &e);
     CHECK_MSG(a && b && strcmp(a, b) == 0, "%s: two emits differ", what);
     if (a) {
         for (int i = 0; i < cg_nembedded; i++) {
@@ -393,7 +394,7 @@ static void check_cache(const ir_graph_t *g, const cg_module_t *m, const char *t
     CHECK(again.image_len == m->image_len && memcmp(again.image, m->image, m->image_len) == 0);
     cg_module_free(&again);
 
-    char *src = cg_emit_source(g, &e), path[4200];
+    char *src = cg_emit_source(g, target, &e), path[4200];
     CHECK(src && cg_cache_path(src, target, cache, path, sizeof path, &e) == 0);
     CHECK_MSG(access(path, R_OK) == 0, "no cache entry at %s", path);
     CHECK(ft_write_file_atomic(path, "not a cubin", 11, &e) == 0);
@@ -521,7 +522,7 @@ static void test_compile_errors(void)
     int a = in(&g, IR_F32, 2, s2);
     ir_silu(&g, ir_add(&g, a, a));
     schedule_all(&g);
-    char *src = cg_emit_source(&g, &e);
+    char *src = cg_emit_source(&g, "sm_90", &e);
     CHECK(src != NULL);
     char *at = src ? strstr(src, "float z = expf(x);") : NULL;
     CHECK(at != NULL);
@@ -563,7 +564,7 @@ static void test_refusals(void)
     schedule_all(&g);
     CHECK(cg_build(&g, "sm_90", cache, &m, &e) == -1);
     CHECK_MSG(strstr(e.msg, "f64") && strstr(e.msg, "silu"), "f64: '%s'", e.msg);
-    CHECK(cg_emit_source(&g, &e) == NULL && strstr(e.msg, "f64"));
+    CHECK(cg_emit_source(&g, "sm_90", &e) == NULL && strstr(e.msg, "f64"));
     ir_graph_free(&g);
 
     /* a head dimension past the attention kernels' registers */
@@ -629,7 +630,7 @@ static void test_attn_launch(void)
         for (int i = 0; i < 5 && !g.err[0]; i++) {
             cg_launch_t l;
             ft_err_t e;
-            CHECK(cg_launch_of(&g, ids[i], "sm_90", &l, &e) == 0);
+            CHECK(cg_launch_of(&g, ids[i], "sm_86", &l, &e) == 0);
             const ir_tensor_t *t = &g.t[ids[i]];
             bool kv = i >= 3;
             int64_t rows = 0, bytes = 0;
@@ -681,6 +682,40 @@ static void test_attn_launch(void)
         }
         ir_graph_free(&g);
     }
+    /* sm_90 (attention_wg.cuh): 256 threads; shared memory by hand from ftk_wg_lay at S 200 —
+     * own tiles of 128 rows (Dh 64: 16384 bytes, Dh 128: 32768; dq and dk two, attn and dv
+     * one), four streamed tiles (attn 128 rows, the backward 64), dk and dv's two 64-row
+     * statistics stages (2 x 512), 16 bytes of document ranges, 1024 of alignment; attn_lse
+     * keeps the mma.sync kernel */
+    const unsigned wg_smem[2][5] = {
+        {16384 + 65536 + 1040, 18432 + 16, 32768 + 32768 + 1040, 32768 + 32768 + 1024 + 1040,
+         16384 + 32768 + 1024 + 1040},
+        {32768 + 131072 + 1040, 69632 + 16, 65536 + 65536 + 1040, 65536 + 65536 + 1024 + 1040,
+         32768 + 65536 + 1024 + 1040},
+    };
+    for (int64_t dh = 64; dh <= 128; dh += 64) {
+        ir_graph_t g;
+        ir_graph_init(&g);
+        const int64_t q4[4] = {2, 200, 8, dh}, kv4[4] = {2, 200, 2, dh}, st4[4] = {2, 200, 8, 2};
+        int q = in(&g, IR_BF16, 4, q4), k = in(&g, IR_BF16, 4, kv4), doc = in(&g, IR_I32, 2, q4);
+        int st = in(&g, IR_F32, 4, st4), ids[5];
+        ids[0] = ir_attn(&g, q, k, k, doc, 0.1);
+        ids[1] = node(&g, OP_ATTN_LSE, IR_F32, 3, (int[]){q, k, doc}, NULL, (double[]){0.1, 0});
+        for (int64_t w = 0; w < 3; w++)
+            ids[2 + w] =
+                node(&g, OP_ATTN_BWD, IR_BF16, 6, (int[]){q, k, k, doc, q, st}, (int64_t[]){w, 0, 0, 0}, (double[]){0.1, 0});
+        schedule_all(&g);
+        for (int i = 0; i < 5; i++) {
+            cg_launch_t l;
+            ft_err_t e;
+            unsigned threads = i == 1 ? tc_threads[dh == 128][1] : 256;
+            CHECK_MSG(cg_launch_of(&g, ids[i], "sm_90", &l, &e) == 0 && l.block[0] == threads &&
+                          l.smem == wg_smem[dh == 128][i] && l.grid[0] == 1 && l.grid[1] == (i >= 3 ? 2u : 8u),
+                      "sm_90 Dh %lld %d: block %u smem %u grid %u,%u", (long long)dh, i, l.block[0], l.smem, l.grid[0],
+                      l.grid[1]);
+        }
+        ir_graph_free(&g);
+    }
     /* the entry points carry their configuration: template arguments and launch bounds */
     ir_graph_t g;
     ir_graph_init(&g);
@@ -691,11 +726,18 @@ static void test_attn_launch(void)
     node(&g, OP_ATTN_BWD, IR_BF16, 6, (int[]){q, k, k, doc, q, st}, (int64_t[]){0, 0, 0, 0}, (double[]){0.1, 0});
     schedule_all(&g);
     ft_err_t e;
-    char *src = cg_emit_source(&g, &e);
+    char *src = cg_emit_source(&g, "sm_86", &e);
     CHECK(src && strstr(src, "__launch_bounds__(128, 2) ftk_attn_bf16_bf16_bf16_i32_bf16_tc128(") &&
           strstr(src, "ftk::attn_tc_fwd<128, 32, 2, false, __nv_bfloat16>(a);") &&
           strstr(src, "__launch_bounds__(256, 1) ftk_attn_bwd_bf16_bf16_bf16_i32_bf16_f32_bf16_tc128_dq(") &&
           strstr(src, "ftk::attn_tc_dq<128, 64, 1, true, 32, float, __nv_bfloat16>(a);"));
+    free(src);
+    /* sm_90: the same entry points run attention_wg.cuh's kernels */
+    src = cg_emit_source(&g, "sm_90", &e);
+    CHECK(src && strstr(src, "__launch_bounds__(256, 1) ftk_attn_bf16_bf16_bf16_i32_bf16_tc128(") &&
+          strstr(src, "ftk::attn_wg_fwd<128, 128, __nv_bfloat16>(a);") &&
+          strstr(src, "__launch_bounds__(256, 1) ftk_attn_bwd_bf16_bf16_bf16_i32_bf16_f32_bf16_tc128_dq(") &&
+          strstr(src, "ftk::attn_wg_dq<128, 64, 64, float, __nv_bfloat16>(a);") && !strstr(src, "    ftk::attn_tc_fwd"));
     free(src);
     ir_graph_free(&g);
 }
@@ -796,7 +838,7 @@ static void test_norm_rope_launch(void)
         }
         if (c == 0) {
             ft_err_t e;
-            char *src = cg_emit_source(&g, &e);
+            char *src = cg_emit_source(&g, "sm_90", &e);
             CHECK(src && strstr(src, "__launch_bounds__(256, 2) ftk_rmsnorm_bf16_bf16_bf16(") &&
                   strstr(src, "__launch_bounds__(256, 2) ftk_rmsnorm_bwd_x_bf16_bf16_bf16_bf16("));
             free(src);

@@ -1109,27 +1109,50 @@ static void bench_regs(bench_t *bx, CUfunction fn, char *buf, size_t cap)
     snprintf(buf, cap, "%3d regs %3d B local", regs, local);
 }
 
-/* Tensor-core configurations other than emit.c's (attn_tc_cfgs: attention.cuh's template
- * arguments per kernel and head dim), timed beside them on the same buffers, so one GPU run
- * says whether a row of that table should change. kind: 0 attn, 1 attn_lse, 2 dq, 3 dk,
- * 4 dv; bn, mi, oreg, ck as attn_tc_cfg_t; minb the blocks per SM of __launch_bounds__. The
- * results are not checked here: a configuration moved into emit.c is checked by the cases. */
+/* Attention configurations other than emit.c's, timed beside them on the same buffers, so one
+ * GPU run says whether a row of its tables should change: mma.sync ones (attn_tc_cfgs:
+ * attention.cuh's template arguments; on sm_90 these are emit.c's choices for other GPUs, timed
+ * for comparison) and, on sm_90, Hopper ones (attn_wg_cfgs, attention_wg.cuh; mi 0). kind:
+ * 0 attn, 1 attn_lse, 2 dq, 3 dk, 4 dv; bn, mi, oreg, ck as attn_tc_cfg_t; minb the blocks
+ * per SM of __launch_bounds__. The results are not checked here: a configuration moved into
+ * emit.c is checked by the cases. */
 typedef struct {
     int kind, dh, bn, mi, oreg, ck, minb;
 } alt_cfg_t;
 
 static const alt_cfg_t alt_cfgs[] = {
-    {0, 128, 64, 2, 0, 0, 2},  {0, 128, 64, 1, 1, 0, 1},  {1, 128, 64, 2, 1, 0, 2},  {1, 128, 32, 2, 0, 0, 3},
-    {2, 128, 32, 2, 0, 32, 2}, {2, 128, 64, 1, 1, 64, 1}, {3, 128, 32, 2, 0, 32, 2}, {3, 128, 64, 1, 1, 16, 1},
-    {4, 128, 64, 1, 1, 64, 1}, {4, 128, 64, 2, 0, 32, 2}, {0, 64, 64, 2, 0, 0, 2},   {0, 64, 32, 2, 1, 0, 3},
-    {1, 64, 64, 2, 0, 0, 4},   {1, 64, 128, 2, 1, 0, 2},  {2, 64, 64, 2, 1, 16, 2},  {2, 64, 64, 2, 0, 32, 2},
-    {3, 64, 64, 2, 1, 32, 2},  {3, 64, 64, 2, 0, 32, 2},  {4, 64, 64, 2, 1, 32, 2},  {4, 64, 64, 2, 0, 64, 2},
+    /* mma.sync: emit.c's attn_tc_cfgs for attn, dq, dk, dv, then others */
+    {0, 128, 32, 2, 0, 0, 2}, {2, 128, 64, 1, 1, 32, 1}, {3, 128, 64, 1, 1, 32, 1}, {4, 128, 32, 2, 0, 32, 2},
+    {0, 64, 64, 2, 1, 0, 2}, {2, 64, 64, 2, 1, 32, 2}, {3, 64, 64, 2, 1, 16, 2}, {4, 64, 64, 2, 1, 64, 2},
+    {1, 128, 64, 2, 1, 0, 2}, {1, 64, 128, 2, 1, 0, 2},
+    /* wgmma */
+    {0, 128, 64, 0, 0, 0, 1}, {2, 128, 128, 0, 0, 64, 1}, {2, 128, 64, 0, 0, 32, 1}, {3, 128, 128, 0, 0, 64, 1},
+    {3, 128, 64, 0, 0, 32, 1}, {4, 128, 128, 0, 0, 64, 1}, {4, 128, 128, 0, 0, 128, 1}, {4, 128, 64, 0, 0, 32, 2},
+    {0, 64, 64, 0, 0, 0, 2}, {0, 64, 128, 0, 0, 0, 2}, {0, 64, 64, 0, 0, 0, 1}, {2, 64, 64, 0, 0, 32, 2},
+    {2, 64, 128, 0, 0, 64, 1}, {3, 64, 64, 0, 0, 32, 2}, {3, 64, 128, 0, 0, 64, 1}, {4, 64, 64, 0, 0, 64, 2},
+    {4, 64, 128, 0, 0, 128, 1}, {4, 64, 64, 0, 0, 32, 2},
 };
 #define NALT (sizeof alt_cfgs / sizeof alt_cfgs[0])
 
-/* attention.cuh's ftk_tc_lay for one configuration (emit.c's attn_tc_smem, written again). */
+static bool alt_hopper(const char *arch) { return strcmp(arch, "sm_90") == 0 || strcmp(arch, "sm_90a") == 0; }
+
+/* Whether configuration a runs on arch and is of head dim dh. */
+static bool alt_for(const alt_cfg_t *a, const char *arch, int64_t dh)
+{
+    return a->dh == dh && (a->mi > 0 || alt_hopper(arch));
+}
+
+static unsigned alt_threads(const alt_cfg_t *a) { return a->mi ? 256u / (unsigned)a->mi : 256u; }
+
+/* attention.cuh's ftk_tc_lay or attention_wg.cuh's ftk_wg_lay for one configuration (emit.c's
+ * attn_tc_smem and attn_wg_smem, written again). */
 static unsigned alt_smem(const alt_cfg_t *a, int64_t ns)
 {
+    if (a->mi == 0) {
+        int64_t own = 128 * a->dh * 2, tile = a->bn * a->dh * 2;
+        int64_t owns = a->kind == 0 || a->kind == 4 ? own : 2 * own, xtra = a->kind >= 3 ? a->bn * 8 : 0;
+        return (unsigned)((owns + 4 * tile + 2 * xtra + 15) / 16 * 16 + (ns + 127) / 128 * 8 + 1024);
+    }
     int64_t row = (a->dh + 8) * 2, tile = a->bn * row, own = 128 * row, stage, owns;
     if (a->kind == 0)
         stage = 2 * tile, owns = own;
@@ -1148,19 +1171,30 @@ static unsigned alt_smem(const alt_cfg_t *a, int64_t ns)
 static int alt_module(const char *arch, int64_t dh, unsigned char **image, size_t *len)
 {
     static const char *const tmpl[5] = {"attn_tc_fwd", "attn_tc_lse", "attn_tc_dq", "attn_tc_dk", "attn_tc_dv"};
+    static const char *const wtmpl[5] = {"attn_wg_fwd", NULL, "attn_wg_dq", "attn_wg_dk", "attn_wg_dv"};
     size_t cap = 1 << 21, at = 0;
     char *src = malloc(cap);
     at += (size_t)snprintf(src + at, cap - at, "#define FTK_ATT_THREADS %d\n#define FTK_ATT_TILE %d\n#define FTK_ATT_TC_OWN %d\n",
                            CG_ATT_THREADS, CG_ATT_TILE, CG_ATT_TC_OWN);
-    const char *files[3] = {"kernel_abi.h", "common.cuh", "attention.cuh"};
-    for (int f = 0; f < 3; f++)
+    const char *files[4] = {"kernel_abi.h", "common.cuh", "attention.cuh", "attention_wg.cuh"};
+    for (int f = 0; f < 4; f++)
         for (int i = 0; i < cg_nembedded; i++)
             if (strcmp(cg_embedded[i].name, files[f]) == 0)
                 at += (size_t)snprintf(src + at, cap - at, "%s\n", cg_embedded[i].text);
     for (size_t i = 0; i < NALT; i++) {
         const alt_cfg_t *a = &alt_cfgs[i];
-        if (a->dh != dh)
+        if (!alt_for(a, arch, dh))
             continue;
+        if (a->mi == 0) {
+            at += (size_t)snprintf(src + at, cap - at,
+                                   "extern \"C\" __global__ void __launch_bounds__(256, %d) alt_%zu(const "
+                                   "__grid_constant__ ftk_args_t a) { ftk::%s<%d, %d, ",
+                                   a->minb, i, wtmpl[a->kind], a->dh, a->bn);
+            if (a->kind >= 2)
+                at += (size_t)snprintf(src + at, cap - at, "%d, float, ", a->ck);
+            at += (size_t)snprintf(src + at, cap - at, "__nv_bfloat16>(a); }\n");
+            continue;
+        }
         at += (size_t)snprintf(src + at, cap - at,
                                "extern \"C\" __global__ void __launch_bounds__(%d, %d) alt_%zu(const __grid_constant__ "
                                "ftk_args_t a) { ftk::%s<%d, %d, %d, %s, ",
@@ -1280,7 +1314,7 @@ static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_
         unsigned asmem[NALT];
         size_t aidx[NALT], na = 0;
         for (size_t i = 0; i < NALT; i++)
-            if (alt_cfgs[i].dh == c->dh) {
+            if (alt_for(&alt_cfgs[i], env->arch, c->dh)) {
                 anames[na] = malloc(32);
                 snprintf(anames[na], 32, "alt_%zu", i);
                 asmem[na] = alt_smem(&alt_cfgs[i], c->s);
@@ -1298,13 +1332,14 @@ static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_
             unsigned grid[3] = {(unsigned)(((c->s + 127) / 128 + 1) / 2), (unsigned)(a->kind >= 3 ? c->hkv : c->hq),
                                 (unsigned)c->b};
             double ms;
-            rc = bench_time(bx, ba.fn[j], grid, (unsigned)(256 / a->mi), asmem[j], &args, &ms);
+            rc = bench_time(bx, ba.fn[j], grid, alt_threads(a), asmem[j], &args, &ms);
             if (rc != 0)
                 break;
             char regs[64];
             bench_regs(bx, ba.fn[j], regs, sizeof regs);
-            printf("time    %-12s alt %9.4f ms  %7.2f TFLOP/s  {bn %d, mi %d, oreg %d, ck %d, minb %d} %u B  %s\n",
-                   kn[a->kind], ms, attn_bench_flops(c, &g.t[nodes[a->kind]]) / ms * 1e-9, a->bn, a->mi, a->oreg,
+            printf("time    %-12s alt %9.4f ms  %7.2f TFLOP/s  %s {bn %d, mi %d, oreg %d, ck %d, minb %d} %u B  %s\n",
+                   kn[a->kind], ms, attn_bench_flops(c, &g.t[nodes[a->kind]]) / ms * 1e-9, a->mi ? "mma.sync" : "wgmma",
+                   a->bn, a->mi, a->oreg,
                    a->ck, a->minb, asmem[j], regs);
         }
         bench_unload(&ba);
