@@ -162,13 +162,14 @@ typedef struct {
 } attn_wg_cfg_t;
 
 /* Measured with test_kernels' alternatives (H200, B2 S8192 Hq32 Hkv8): two blocks per SM wherever
- * the registers (128 a thread) and shared memory allow, since each block's barriers and
- * elementwise steps then overlap the other's products; else 128-row stages (fewer barriers). */
+ * the registers (128 a thread; a few bytes spill at Dh 64's attn, dq and dk and Dh 128's attn)
+ * and shared memory allow, since each block's barriers and elementwise steps then overlap the
+ * other's products; else 128-row stages (fewer barriers). */
 static const attn_wg_cfg_t attn_wg_cfgs[ATC_COUNT][2] = {
     /*            Dh 64         Dh 128 */
-    [ATC_FWD] = {{128, 0, 2}, {128, 0, 1}},
-    [ATC_DQ] = {{64, 32, 2}, {128, 64, 1}},
-    [ATC_DK] = {{64, 32, 2}, {128, 64, 1}},
+    [ATC_FWD] = {{128, 0, 2}, {64, 0, 2}},
+    [ATC_DQ] = {{64, 64, 2}, {128, 64, 1}},
+    [ATC_DK] = {{64, 64, 2}, {128, 64, 1}},
     [ATC_DV] = {{64, 64, 2}, {64, 32, 2}},
 };
 static const char *const attn_wg_tmpl[ATC_COUNT] = {"attn_wg_fwd", NULL, "attn_wg_dq", "attn_wg_dk", "attn_wg_dv"};
