@@ -174,11 +174,14 @@ static const attn_wg_cfg_t attn_wg_cfgs[ATC_COUNT][2] = {
 };
 static const char *const attn_wg_tmpl[ATC_COUNT] = {"attn_wg_fwd", NULL, "attn_wg_dq", "attn_wg_dk", "attn_wg_dv"};
 
-/* Whether node kind runs a Hopper kernel for target: every sm_90 one but attn_lse. */
+/* Whether node kind runs a Hopper kernel for target: every sm_90 one but attn_lse, unless
+ * FTC_ATTN_MMA_SYNC is set (so a Hopper GPU can check the kernels other GPUs run:
+ * tests/gpu/run.sh). */
 static bool attn_wg_on(const char *target, int kind)
 {
+    const char *mma = getenv("FTC_ATTN_MMA_SYNC");
     return kind >= 0 && attn_wg_tmpl[kind] && target && strncmp(target, "sm_90", 5) == 0 &&
-           (target[5] == 0 || (target[5] == 'a' && target[6] == 0));
+           (target[5] == 0 || (target[5] == 'a' && target[6] == 0)) && !(mma && mma[0] && strcmp(mma, "0") != 0);
 }
 
 static const char *const attn_tc_tmpl[ATC_COUNT] = {"attn_tc_fwd", "attn_tc_lse", "attn_tc_dq", "attn_tc_dk",

@@ -578,6 +578,22 @@ static void test_refusals(void)
     ir_graph_free(&g);
 }
 
+/* attn, attn_lse and attn_bwd dq, dk, dv (ids in that order) on bf16 q [1 or 2, s, 8, dh] and
+ * k [.., 2, dh], scheduled; g is initialised here. */
+static void attn_five(ir_graph_t *g, int64_t s, int64_t dh, int ids[5])
+{
+    ir_graph_init(g);
+    const int64_t nb = s > 1024 ? 1 : 2, q4[4] = {nb, s, 8, dh}, kv4[4] = {nb, s, 2, dh}, st4[4] = {nb, s, 8, 2};
+    int q = in(g, IR_BF16, 4, q4), k = in(g, IR_BF16, 4, kv4), doc = in(g, IR_I32, 2, q4);
+    int st = in(g, IR_F32, 4, st4);
+    ids[0] = ir_attn(g, q, k, k, doc, 0.1);
+    ids[1] = node(g, OP_ATTN_LSE, IR_F32, 3, (int[]){q, k, doc}, NULL, (double[]){0.1, 0});
+    for (int64_t w = 0; w < 3; w++)
+        ids[2 + w] = node(g, OP_ATTN_BWD, IR_BF16, 6, (int[]){q, k, k, doc, q, st}, (int64_t[]){w, 0, 0, 0},
+                          (double[]){0.1, 0});
+    schedule_all(g);
+}
+
 /* Which attention nodes take the tensor-core path (every matrix operand bf16, Dh 64 or 128,
  * and for attn and attn_lse a positive scale) and the launch shapes of both paths. The
  * tensor-core kernels have one entry point each (name suffix _tc<Dh>[_dq|_dk|_dv]) and a block
@@ -661,23 +677,18 @@ static void test_attn_launch(void)
         }
         ir_graph_free(&g);
     }
-    /* every tensor-core block fits the 99 KiB of sm_86/sm_89/sm_120 at S 8192 */
+    /* every tensor-core block fits the 99 KiB of sm_86/sm_89/sm_120 at S 8192, every Hopper one
+     * sm_90's 227 KiB */
     for (int64_t dh = 64; dh <= 128; dh += 64) {
         ir_graph_t g;
-        ir_graph_init(&g);
-        const int64_t q4[4] = {1, 8192, 4, dh}, kv4[4] = {1, 8192, 2, dh}, st4[4] = {1, 8192, 4, 2};
-        int q = in(&g, IR_BF16, 4, q4), k = in(&g, IR_BF16, 4, kv4), doc = in(&g, IR_I32, 2, q4);
-        int st = in(&g, IR_F32, 4, st4), ids[5];
-        ids[0] = ir_attn(&g, q, k, k, doc, 0.1);
-        ids[1] = node(&g, OP_ATTN_LSE, IR_F32, 3, (int[]){q, k, doc}, NULL, (double[]){0.1, 0});
-        for (int64_t w = 0; w < 3; w++)
-            ids[2 + w] =
-                node(&g, OP_ATTN_BWD, IR_BF16, 6, (int[]){q, k, k, doc, q, st}, (int64_t[]){w, 0, 0, 0}, (double[]){0.1, 0});
-        schedule_all(&g);
+        int ids[5];
+        attn_five(&g, 8192, dh, ids);
         for (int i = 0; i < 5; i++) {
-            cg_launch_t l;
+            cg_launch_t l, h;
             ft_err_t e;
             CHECK_MSG(cg_launch_of(&g, ids[i], "sm_86", &l, &e) == 0 && l.smem <= 99u * 1024u, "Dh %lld %d: %s",
+                      (long long)dh, i, e.msg);
+            CHECK_MSG(cg_launch_of(&g, ids[i], "sm_90", &h, &e) == 0 && h.smem <= 227u * 1024u, "sm_90 Dh %lld %d: %s",
                       (long long)dh, i, e.msg);
         }
         ir_graph_free(&g);
@@ -685,8 +696,8 @@ static void test_attn_launch(void)
     /* sm_90 (attention_wg.cuh): 256 threads; shared memory by hand from ftk_wg_lay at S 200 —
      * own tiles of 128 rows (Dh 64: 16384 bytes, Dh 128: 32768; dq and dk two, attn and dv
      * one), four streamed tiles (Dh 64: attn 128 rows, the backward 64; Dh 128: attn and dv
-     * 64, dq and dk 128), dk and dv's two statistics stages (8 bytes a row), 16 bytes of document ranges,
-     * 1024 of alignment; attn_lse keeps the mma.sync kernel */
+     * 64, dq and dk 128), dk and dv's two statistics stages (8 bytes a row), 16 bytes of
+     * document ranges, 1024 of alignment; attn_lse keeps the mma.sync kernel */
     const unsigned wg_smem[2][5] = {
         {16384 + 65536 + 1040, 18432 + 16, 32768 + 32768 + 1040, 32768 + 32768 + 1024 + 1040,
          16384 + 32768 + 1024 + 1040},
@@ -695,16 +706,8 @@ static void test_attn_launch(void)
     };
     for (int64_t dh = 64; dh <= 128; dh += 64) {
         ir_graph_t g;
-        ir_graph_init(&g);
-        const int64_t q4[4] = {2, 200, 8, dh}, kv4[4] = {2, 200, 2, dh}, st4[4] = {2, 200, 8, 2};
-        int q = in(&g, IR_BF16, 4, q4), k = in(&g, IR_BF16, 4, kv4), doc = in(&g, IR_I32, 2, q4);
-        int st = in(&g, IR_F32, 4, st4), ids[5];
-        ids[0] = ir_attn(&g, q, k, k, doc, 0.1);
-        ids[1] = node(&g, OP_ATTN_LSE, IR_F32, 3, (int[]){q, k, doc}, NULL, (double[]){0.1, 0});
-        for (int64_t w = 0; w < 3; w++)
-            ids[2 + w] =
-                node(&g, OP_ATTN_BWD, IR_BF16, 6, (int[]){q, k, k, doc, q, st}, (int64_t[]){w, 0, 0, 0}, (double[]){0.1, 0});
-        schedule_all(&g);
+        int ids[5];
+        attn_five(&g, 200, dh, ids);
         for (int i = 0; i < 5; i++) {
             cg_launch_t l;
             ft_err_t e;

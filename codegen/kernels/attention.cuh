@@ -5,7 +5,9 @@
  * where q, k, v (and dy) are bf16 and Dh is 64 or 128, the tensor cores (mma.sync bf16 ->
  * fp32, FlashAttention-2's scheme; the section "the tensor-core path" below describes its
  * kernels, shared memory, and what bounds each of them). Each path has its own entry points
- * (codegen/emit.c picks one per node), so neither takes the other's registers.
+ * (codegen/emit.c picks one per node), so neither takes the other's registers. On sm_90
+ * targets attn, dq, dk and dv run attention_wg.cuh's Hopper kernels instead of the
+ * tensor-core ones here (which sm_80..89 run).
  * defines: ftk_attn_geo, ftk::attn, ftk::attn_lse, ftk::attn_bwd (ftk::attn_bwd_q,
  *          ftk::attn_bwd_kv), ftk::rowsum; ftk::attn_tc_fwd, ftk::attn_tc_lse,
  *          ftk::attn_tc_dq, ftk::attn_tc_dk, ftk::attn_tc_dv (tensor cores)

@@ -87,6 +87,12 @@ fi
 rc=$?
 result "test_kernels" "$([ $rc = 0 ] && echo ok || echo fail)" "$(tail -1 "$LOG/test_kernels.log")"
 grep -E "FAIL" "$LOG/test_kernels.log" | head -40
+# sm_90 compiles run attention_wg.cuh's kernels; the mma.sync ones that other GPUs run are
+# checked here too, forced by FTC_ATTN_MMA_SYNC (codegen/emit.c)
+FTC_ATTN_MMA_SYNC=1 "$B/test_kernels" --cache "$B/kernel-cache" attn >"$LOG/test_kernels_mma.log" 2>&1
+rc=$?
+result "test_kernels attention, mma.sync kernels" "$([ $rc = 0 ] && echo ok || echo fail)" \
+    "$(tail -1 "$LOG/test_kernels_mma.log")"
 
 # ---- the GPU's architecture ----
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader -i "${LOCAL_RANK:-0}" 2>/dev/null | head -1 | tr -d ' .')
