@@ -131,7 +131,7 @@ static const char *template_of(const ir_tensor_t *t, int stage)
  * template arguments carry the configuration below and whose __launch_bounds__(threads,
  * minb) give it the registers it needs and nothing else's (the CUDA-core path keeps the
  * plain ftk_<op>_<dtypes> entry point). */
-enum { ATC_FWD, ATC_LSE, ATC_DQ, ATC_DK, ATC_DV, ATC_COUNT };
+enum { ATC_FWD, ATC_LSE, ATC_DQ, ATC_DK, ATC_DV, ATC_DKV, ATC_COUNT };
 
 typedef struct {
     int bn;   /* rows per streamed tile */
@@ -151,6 +151,7 @@ static const attn_tc_cfg_t attn_tc_cfgs[ATC_COUNT][2] = {
     [ATC_DQ] = {{64, 2, 1, 32, 2}, {64, 1, 1, 32, 1}},
     [ATC_DK] = {{64, 2, 1, 16, 2}, {64, 1, 1, 32, 1}},
     [ATC_DV] = {{64, 2, 1, 64, 2}, {32, 2, 0, 32, 2}},
+    [ATC_DKV] = {{0}, {0}}, /* dk and dv in one node (passes/fuse.c): Hopper kernels only */
 };
 /* The Hopper kernels (attention_wg.cuh, sm_90 targets): two warpgroups of 128 threads, own
  * tiles resident in shared memory, products by wgmma. attn_lse keeps the mma.sync kernel (a
@@ -171,22 +172,22 @@ static const attn_wg_cfg_t attn_wg_cfgs[ATC_COUNT][2] = {
     [ATC_DQ] = {{64, 64, 2}, {128, 64, 1}},
     [ATC_DK] = {{64, 64, 2}, {128, 64, 1}},
     [ATC_DV] = {{64, 64, 2}, {64, 32, 2}},
+    [ATC_DKV] = {{64, 32, 1}, {64, 32, 1}},
 };
-static const char *const attn_wg_tmpl[ATC_COUNT] = {"attn_wg_fwd", NULL, "attn_wg_dq", "attn_wg_dk", "attn_wg_dv"};
+static const char *const attn_wg_tmpl[ATC_COUNT] = {"attn_wg_fwd", NULL, "attn_wg_dq", "attn_wg_dk", "attn_wg_dv",
+                                                    "attn_wg_dkv"};
 
-/* Whether node kind runs a Hopper kernel for target: every sm_90 one but attn_lse, unless
- * FTC_ATTN_MMA_SYNC is set (so a Hopper GPU can check the kernels other GPUs run:
+/* Whether node kind runs a Hopper kernel for target: every one but attn_lse where
+ * ft_target_hopper (so FTC_ATTN_MMA_SYNC lets a Hopper GPU check the kernels other GPUs run:
  * tests/gpu/run.sh). */
 static bool attn_wg_on(const char *target, int kind)
 {
-    const char *mma = getenv("FTC_ATTN_MMA_SYNC");
-    return kind >= 0 && attn_wg_tmpl[kind] && target && strncmp(target, "sm_90", 5) == 0 &&
-           (target[5] == 0 || (target[5] == 'a' && target[6] == 0)) && !(mma && mma[0] && strcmp(mma, "0") != 0);
+    return kind >= 0 && attn_wg_tmpl[kind] && ft_target_hopper(target);
 }
 
 static const char *const attn_tc_tmpl[ATC_COUNT] = {"attn_tc_fwd", "attn_tc_lse", "attn_tc_dq", "attn_tc_dk",
-                                                    "attn_tc_dv"};
-static const char *const attn_tc_suffix[ATC_COUNT] = {"", "", "_dq", "_dk", "_dv"};
+                                                    "attn_tc_dv", NULL};
+static const char *const attn_tc_suffix[ATC_COUNT] = {"", "", "_dq", "_dk", "_dv", "_dkv"};
 
 /* The tensor-core kernel (ATC_*) node t runs, or -1 for the CUDA-core path: every matrix
  * operand (q, k, and v and dy where the op has them) bf16, head dim 64 or 128, and for the
@@ -203,8 +204,8 @@ static int attn_tc_kind(const ir_graph_t *g, const ir_tensor_t *t)
     for (int i = 0; i < n; i++)
         if (g->t[t->src[operands[i]]].dtype != IR_BF16)
             return -1;
-    if (t->op == OP_ATTN_BWD) /* ip[0]: 0 dq, 1 dk, else dv (the CUDA-core kernels' rule) */
-        return t->ip[0] == 0 ? ATC_DQ : t->ip[0] == 1 ? ATC_DK : ATC_DV;
+    if (t->op == OP_ATTN_BWD) /* ip[0]: 0 dq, 1 dk, 3 dk and dv, else dv (the CUDA-core kernels' rule) */
+        return t->ip[0] == 0 ? ATC_DQ : t->ip[0] == 1 ? ATC_DK : t->ip[0] == 3 ? ATC_DKV : ATC_DV;
     if (!(t->fp[0] >= 1e-30 && t->fp[0] <= 1e30))
         return -1;
     return t->op == OP_ATTN ? ATC_FWD : ATC_LSE;
@@ -439,6 +440,10 @@ static void emit_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en, const 
         emit_attn_wg_entry(b, g, en, kind);
         return;
     }
+    if (kind == ATC_DKV) { /* cg_launch_of refuses it first where launch records are made */
+        sb_printf(b, "#error \"%s: dk and dv in one node need the sm_90 kernels\"\n\n", en->name);
+        return;
+    }
     if (kind >= 0) {
         emit_attn_tc_entry(b, g, en, kind);
         return;
@@ -585,7 +590,7 @@ static int64_t attn_wg_smem(int kind, int64_t dh, const attn_wg_cfg_t *c, int64_
 {
     int64_t own = CG_ATT_TC_OWN * dh * 2, tile = c->bn * dh * 2;
     int64_t owns = kind == ATC_FWD || kind == ATC_DV ? own : 2 * own;
-    int64_t xtra = kind == ATC_DK || kind == ATC_DV ? c->bn * 8 : 0;
+    int64_t xtra = kind >= ATC_DK ? c->bn * 8 : 0;
     int64_t end = owns + 4 * tile + 2 * xtra;
     return (end + 15) / 16 * 16 + ceil_div(ns, CG_ATT_TC_OWN) * 8 + 1024;
 }
@@ -601,6 +606,10 @@ static int attn_launch(const ir_graph_t *g, const ir_tensor_t *t, const char *ta
                        (long long)dh, CG_ATT_MAX_DH);
     bool per_kv = t->op == OP_ATTN_BWD && t->ip[0] != 0; /* dk, dv: a block per tile of keys */
     int kind = attn_tc_kind(g, t);
+    if (t->op == OP_ATTN_BWD && t->ip[0] == 3 && !attn_wg_on(target, kind))
+        return ft_fail(e, "attn_bwd '%s' computes dk and dv in one node, which only the sm_90 kernels do (bf16, head "
+                          "dim 64 or 128); %s compiles the two apart",
+                       t->name, target);
     if (kind >= 0) {
         bool wg = attn_wg_on(target, kind);
         const attn_tc_cfg_t *c = attn_tc_cfg(g, t, kind);

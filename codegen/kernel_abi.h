@@ -14,7 +14,7 @@
 #ifndef FTC_KERNEL_ABI_H
 #define FTC_KERNEL_ABI_H
 
-#define FTK_MAX_IN 6
+#define FTK_MAX_IN 7
 #define FTK_MAX_DIMS 4
 #define FTK_MAX_PARAMS 8
 #define FTK_OUT FTK_MAX_IN /* index of the output in shape[] / ndim[] / dtype[] */

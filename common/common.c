@@ -334,3 +334,11 @@ double ft_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+bool ft_target_hopper(const char *target)
+{
+    const char *mma = getenv("FTC_ATTN_MMA_SYNC");
+    if (mma && mma[0] && strcmp(mma, "0") != 0)
+        return false;
+    return target && (strcmp(target, "sm_90") == 0 || strcmp(target, "sm_90a") == 0);
+}

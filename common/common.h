@@ -3,6 +3,7 @@
 #ifndef FTC_COMMON_H
 #define FTC_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -64,6 +65,11 @@ uint16_t ft_f32_to_bf16(float f);
 float ft_bf16_to_f32(uint16_t h);
 uint16_t ft_f32_to_f16(float f);
 float ft_f16_to_f32(uint16_t h);
+
+/* Whether a GPU target gets the Hopper attention kernels (codegen/kernels/attention_wg.cuh)
+ * and the fusions only they implement: sm_90 or sm_90a, unless FTC_ATTN_MMA_SYNC is set to
+ * other than "0" (a testing switch: a Hopper GPU then runs the kernels other GPUs run). */
+bool ft_target_hopper(const char *target);
 
 /* Monotonic wall clock in seconds. */
 double ft_now(void);

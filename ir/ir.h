@@ -28,7 +28,7 @@ typedef enum {
 typedef enum { IR_PH_MICRO, IR_PH_OPT, IR_PHASE_COUNT } ir_phase_t;
 
 #define IR_MAX_DIMS 4
-#define IR_MAX_SRC 6
+#define IR_MAX_SRC 7
 #define IR_MAX_PARAMS 8
 #define IR_NAME_MAX 112
 

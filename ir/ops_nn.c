@@ -423,9 +423,21 @@ static int attn_bwd_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
         return -1;
     if (want_rows(op, "stats (lse, delta)", op_src(g, node, 5), q, 2, e))
         return -1;
-    if (node->ip[0] < 0 || node->ip[0] > 2)
-        return ft_fail(e, "%s: ip[0] = %lld selects no input (0 dq, 1 dk, 2 dv)", op, (long long)node->ip[0]);
-    op_copy_shape(node, op_src(g, node, (int)node->ip[0]));
+    if (node->ip[0] < 0 || node->ip[0] > 3)
+        return ft_fail(e, "%s: ip[0] = %lld selects no input (0 dq, 1 dk, 2 dv, 3 dk and dv)", op,
+                       (long long)node->ip[0]);
+    if ((node->ip[0] == 3) != (node->nsrc == 7))
+        return ft_fail(e, "%s: %d inputs with ip[0] = %lld (dq, dk or dv alone take 6; dk and dv 7)", op, node->nsrc,
+                       (long long)node->ip[0]);
+    if (node->ip[0] == 3) { /* dv written in place into input 6 (passes/fuse.c) */
+        const ir_tensor_t *v = op_src(g, node, 2), *dv = op_src(g, node, 6);
+        if (want_same_shape(op, "v", v, "dv", dv, e))
+            return -1;
+        if (dv->dtype != node->dtype)
+            return ft_fail(e, "%s: dv (%s) must have the node's dtype (%s)", op, ir_dtype_name(dv->dtype),
+                           ir_dtype_name(node->dtype));
+    }
+    op_copy_shape(node, op_src(g, node, node->ip[0] == 3 ? 1 : (int)node->ip[0]));
     return 0;
 }
 
@@ -623,11 +635,16 @@ static void attn_bwd_cpu(const ir_cpu_args_t *a)
     attn_t t = attn_of(a, 3);
     int64_t nb = batch_of(a);
     int which = (int)a->node->ip[0];
-    memset(a->out, 0, (size_t)ir_numel(a->node) * sizeof *a->out);
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t i = 0; i < t.ns; i++)
-            for (int64_t h = 0; h < t.hq; h++)
-                attn_bwd_row(&t, which, a->in[4], a->in[5], a->out, b, i, h);
+    for (int w = 0; w < 3; w++) { /* ip[0] = 3: dk out, dv into input 6 */
+        if (which != w && !(which == 3 && w >= 1))
+            continue;
+        double *dst = which == 3 && w == 2 ? a->in[6] : a->out;
+        memset(dst, 0, (size_t)ir_numel(a->srct[w]) * sizeof *dst);
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t i = 0; i < t.ns; i++)
+                for (int64_t h = 0; h < t.hq; h++)
+                    attn_bwd_row(&t, w, a->in[4], a->in[5], dst, b, i, h);
+    }
 }
 
 /* Score-matrix multiplies of 2·S·S·Dh flops each per query head, halved by the causal mask. */
@@ -654,7 +671,8 @@ static void attn_lse_cost(const ir_graph_t *g, const ir_tensor_t *node, double *
  * dq and dk add dY·Vᵀ and one product with dS. */
 static void attn_bwd_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
-    *flops = attn_matmul_flops(g, node, node->ip[0] == 2 ? 2 : 3);
+    static const double nmm[4] = {3, 3, 2, 4}; /* dk and dv: Q·Kᵀ, dY·Vᵀ, Pᵀ·dY, dSᵀ·Q */
+    *flops = attn_matmul_flops(g, node, nmm[node->ip[0] & 3]);
     *bytes = op_io_bytes(g, node);
 }
 
@@ -664,7 +682,7 @@ const ir_op_desc_t ir_op_attn = {
 };
 
 const ir_op_desc_t ir_op_attn_bwd = {
-    .name = "attn_bwd", .min_src = 6, .max_src = 6, .flags = IR_OPF_NONDIFF_OK,
+    .name = "attn_bwd", .min_src = 6, .max_src = 7, .flags = IR_OPF_NONDIFF_OK, .writes = 1u << 6,
     .shape = attn_bwd_shape, .cost = attn_bwd_cost, .cpu = attn_bwd_cpu,
 };
 

@@ -825,7 +825,8 @@ const ir_op_desc_t ir_op_concat = {
 /* Every input float and of the first input's shape; the output takes that shape. */
 static int same_shapes_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
-    static const char *const names[IR_MAX_SRC] = {"input 0", "input 1", "input 2", "input 3", "input 4", "input 5"};
+    static const char *const names[IR_MAX_SRC] = {"input 0", "input 1", "input 2", "input 3",
+                                                  "input 4", "input 5", "input 6"};
     const ir_tensor_t *x = op_src(g, node, 0);
     if (want_float(node, node, "the output", e))
         return -1;

@@ -14,7 +14,11 @@
  *    before it writes that element's gradient, and where L feeds only it and the xent of the
  *    same targets, it reads after(L, xent) instead and writes in place (IR_FLAG_INPLACE):
  *    the LM head's [tokens, vocab] output and its gradient are never both held (4 GiB at
- *    16k tokens and a 128k vocabulary in bf16, at the backward's start, the usual peak). */
+ *    16k tokens and a 128k vocabulary in bf16, at the backward's start, the usual peak).
+ *  - attention's dk and dv in one node, for targets whose kernels do that (ft_target_hopper):
+ *    the dk and dv nodes of one attention (same six inputs) each recompute the probabilities;
+ *    the dk node computes both instead (ip[0] = 3), writing dv into a buffer (its seventh
+ *    input), and the dv node becomes after(buffer, dk). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +89,31 @@ static int sweep(ir_graph_t *g, int *uses)
     return n;
 }
 
+/* A buffer beside node a that a writes in place: named after what it stands for. */
+static int side_buffer(ir_graph_t *g, int a, const char *what, const ir_tensor_t *like)
+{
+    int buf = ir_fill(g, -1, 0.0, like->ndim, like->shape, like->dtype);
+    if (buf < 0)
+        return -1;
+    ir_tensor_t *b = &g->t[buf];
+    b->block = g->t[a].block;
+    b->phase = g->t[a].phase;
+    b->flags |= g->t[a].flags & (IR_FLAG_BWD | IR_FLAG_RECOMPUTE);
+    snprintf(b->name, IR_NAME_MAX, "%s:%.100s", what, like->name);
+    return buf;
+}
+
+/* Node `node` becomes after(buf, writer): it reads the bytes writer left in buf. */
+static void become_after(ir_graph_t *g, int node, int buf, int writer)
+{
+    ir_tensor_t *t = &g->t[node];
+    t->op = OP_AFTER;
+    t->nsrc = 2;
+    t->src[0] = buf;
+    t->src[1] = writer;
+    clear_params(t);
+}
+
 static bool same_attn_inputs(const ir_tensor_t *attn, const ir_tensor_t *lse)
 {
     return attn->op == OP_ATTN && attn->nsrc == 4 && !(attn->flags & IR_FLAG_DEAD) && attn->src[0] == lse->src[0] &&
@@ -106,22 +135,64 @@ static int fuse_attn_stats(ir_graph_t *g)
         if (a < 0)
             continue;
         ir_tensor_t lse = g->t[s];
-        int buf = ir_fill(g, -1, 0.0, lse.ndim, lse.shape, lse.dtype);
+        int buf = side_buffer(g, a, "lse_buf", &lse);
         if (buf < 0)
             return -1;
-        ir_tensor_t *b = &g->t[buf];
-        b->block = g->t[a].block;
-        b->phase = g->t[a].phase;
-        b->flags |= g->t[a].flags & (IR_FLAG_BWD | IR_FLAG_RECOMPUTE);
-        snprintf(b->name, IR_NAME_MAX, "lse_buf:%.100s", lse.name);
         g->t[a].src[4] = buf;
         g->t[a].nsrc = 5;
-        ir_tensor_t *t = &g->t[s];
-        t->op = OP_AFTER;
-        t->nsrc = 2;
-        t->src[0] = buf;
-        t->src[1] = a;
-        clear_params(t);
+        become_after(g, s, buf, a);
+        n++;
+    }
+    return n;
+}
+
+/* The live six-input attn_bwd node with ip[0] = which and t's inputs and scale, or -1. */
+static int attn_bwd_twin(const ir_graph_t *g, const ir_tensor_t *t, int which)
+{
+    for (int i = 0; i < g->n; i++) {
+        const ir_tensor_t *o = &g->t[i];
+        if (o->op == OP_ATTN_BWD && !(o->flags & IR_FLAG_DEAD) && o->nsrc == 6 && o->ip[0] == which &&
+            o->phase == t->phase && o->fp[0] == t->fp[0] && o->dtype == t->dtype &&
+            memcmp(o->src, t->src, 6 * sizeof *o->src) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* What the Hopper kernels take (codegen/emit.c's tensor-core rule): bf16 q, k, v, dy and
+ * output, head dim 64 or 128. */
+static bool attn_dkv_kernel(const ir_graph_t *g, const ir_tensor_t *t)
+{
+    static const int operands[4] = {0, 1, 2, 4};
+    for (int i = 0; i < 4; i++)
+        if (g->t[t->src[operands[i]]].dtype != IR_BF16)
+            return false;
+    int64_t dh = g->t[t->src[0]].shape[3];
+    return t->dtype == IR_BF16 && (dh == 64 || dh == 128);
+}
+
+/* Returns how many (dk, dv) pairs it made one node, or -1 (g->err says why). */
+static int fuse_attn_dkv(ir_graph_t *g, const char *target)
+{
+    if (!ft_target_hopper(target))
+        return 0;
+    int n = 0, n0 = g->n;
+    for (int k = 0; k < n0; k++) {
+        const ir_tensor_t *t = &g->t[k];
+        if (t->op != OP_ATTN_BWD || (t->flags & IR_FLAG_DEAD) || t->ip[0] != 1 || t->nsrc != 6 ||
+            !attn_dkv_kernel(g, t))
+            continue;
+        int dv = attn_bwd_twin(g, t, 2);
+        if (dv < 0)
+            continue;
+        ir_tensor_t tv = g->t[dv];
+        int buf = side_buffer(g, k, "dv_buf", &tv);
+        if (buf < 0)
+            return -1;
+        g->t[k].src[6] = buf;
+        g->t[k].nsrc = 7;
+        g->t[k].ip[0] = 3;
+        become_after(g, dv, buf, k);
         n++;
     }
     return n;
@@ -167,10 +238,10 @@ static int fuse_xent_in_place(ir_graph_t *g, const int *uses)
 
 int pass_fuse(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
 {
-    (void)ctx;
-    int nattn = fuse_attn_stats(g);
-    if (nattn < 0)
+    int nattn = fuse_attn_stats(g), ndkv = nattn < 0 ? -1 : fuse_attn_dkv(g, ctx->target);
+    if (ndkv < 0)
         return ft_fail(e, "fuse: %s", g->err);
+    nattn += ndkv;
     int *uses = ft_xcalloc((size_t)(g->n ? g->n : 1), sizeof *uses);
     for (int i = 0; i < g->n; i++)
         if (!(g->t[i].flags & IR_FLAG_DEAD))

@@ -14,6 +14,7 @@ typedef struct {
     const char *dump_after;  /* pass name, "all", or NULL */
     FILE *dump;              /* where dumps go */
     bool verbose;
+    const char *target;      /* "cpu", "sm_90", ...: fuse makes the fusions its kernels implement */
     /* recompute's choice where it is not the config's: `recompute auto` makes it (pipeline.c) */
     bool recompute_set;
     ft_recompute_t recompute; /* none, full or selective */

@@ -16,8 +16,9 @@
 #include "../ir/ir.h"
 
 #define PLAN_MAGIC "FTCPLAN"
-#define PLAN_VERSION 3u /* 2: attn_bwd reads the row statistics (6 inputs); 3: launch records
-                          * carry a second kernel and scratch bytes (80 bytes) */
+#define PLAN_VERSION 4u /* 2: attn_bwd reads the row statistics (6 inputs); 3: launch records
+                          * carry a second kernel and scratch bytes (80 bytes); 4: up to 7
+                          * inputs a node (attention's dk and dv in one node) */
 #define PLAN_HEADER_BYTES 32u
 
 typedef enum {

@@ -717,6 +717,25 @@ static void test_attn_launch(void)
                       "sm_90 Dh %lld %d: block %u smem %u grid %u,%u", (long long)dh, i, l.block[0], l.smem, l.grid[0],
                       l.grid[1]);
         }
+        /* dk and dv in one node (passes/fuse.c): sm_90's kernel (K and V resident, 64-row Q and
+         * dY stages, two statistics stages), refused elsewhere, and by name in the source */
+        const int64_t kv4[4] = {2, 200, 2, dh};
+        int dvb = in(&g, IR_BF16, 4, kv4);
+        const ir_tensor_t *d3 = &g.t[ids[3]];
+        int src[7] = {d3->src[0], d3->src[1], d3->src[2], d3->src[3], d3->src[4], d3->src[5], dvb};
+        int dkv = node(&g, OP_ATTN_BWD, IR_BF16, 7, src, (int64_t[]){3, 0, 0, 0}, (double[]){0.1, 0});
+        schedule_all(&g);
+        cg_launch_t l;
+        ft_err_t e;
+        unsigned own = (unsigned)(128 * dh * 2), tile = (unsigned)(64 * dh * 2);
+        CHECK_MSG(dkv >= 0 && cg_launch_of(&g, dkv, "sm_90", &l, &e) == 0 && l.block[0] == 256 &&
+                      l.smem == 2 * own + 4 * tile + 1024 + 1040 && l.grid[1] == 2,
+                  "dk+dv Dh %lld: smem %u: %s", (long long)dh, l.smem, e.msg);
+        CHECK_MSG(cg_launch_of(&g, dkv, "sm_86", &l, &e) == -1 && strstr(e.msg, "only the sm_90 kernels"),
+                  "dk+dv on sm_86: %s", e.msg);
+        char *src90 = cg_emit_source(&g, "sm_90", &e);
+        CHECK(src90 && strstr(src90, "_tc") && strstr(src90, "_dkv(") && strstr(src90, "ftk::attn_wg_dkv<"));
+        free(src90);
         ir_graph_free(&g);
     }
     /* the entry points carry their configuration: template arguments and launch bounds */

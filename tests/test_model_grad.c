@@ -150,15 +150,20 @@ static void check_pipeline_grads_match(void)
               attn_clones[1], clones[2], attn_clones[2]);
 }
 
-/* Runs the pipeline with or without the fuse pass and returns the graph's float64 values. */
-static double **pipeline_values(ir_graph_t *g, const char *tuner, bool fuse, int *nfused)
+/* Runs the pipeline with or without the fuse pass and returns the graph's float64 values.
+ * hopper: bf16 at head dim 64 for target sm_90, where attention's dk and dv fuse too
+ * (nfused counts 10^6 per fused pair). */
+static double **pipeline_values(ir_graph_t *g, const char *tuner, bool hopper, bool fuse, int *nfused)
 {
     ft_config_t c;
     build_config(&c, tuner, "full");
+    ft_err_t oe;
+    if (hopper)
+        CHECK(fe_override(&c, "model.hidden=256", &oe) == 0 && fe_override(&c, "train.dtype=bf16", &oe) == 0);
     ir_graph_init(g);
     model_manifest_t m = {0};
     ft_err_t e;
-    pass_ctx_t ctx = {.cfg = &c};
+    pass_ctx_t ctx = {.cfg = &c, .target = hopper ? "sm_90" : "cpu"};
     CHECK(model_build(&c, g, &m, &e) == 0);
     for (const pass_t *p = pass_pipeline; p->name; p++)
         if (fuse || strcmp(p->name, "fuse") != 0)
@@ -168,6 +173,10 @@ static double **pipeline_values(ir_graph_t *g, const char *tuner, bool fuse, int
         *nfused += g->t[i].op == OP_MATMUL && g->t[i].nsrc == 3;
         /* attention statistics: every attn_lse folded into its attn, which writes them */
         *nfused += (g->t[i].op == OP_ATTN && g->t[i].nsrc == 5) ? 1000 : 0;
+        *nfused += (g->t[i].op == OP_ATTN_BWD && g->t[i].ip[0] == 3) ? 1000000 : 0;
+        CHECK_MSG(!fuse || !hopper || g->t[i].op != OP_ATTN_BWD || g->t[i].ip[0] == 3 || g->t[i].ip[0] == 0,
+                  "%s: attn_bwd '%s' (ip %lld) left beside the fused one", tuner, g->t[i].name,
+                  (long long)g->t[i].ip[0]);
         CHECK_MSG(!fuse || g->t[i].op != OP_ATTN_LSE, "%s: attn_lse '%s' left after fusion", tuner, g->t[i].name);
     }
     widen_to_f64(g);
@@ -189,15 +198,18 @@ static void free_values(ir_graph_t *g, double **vals)
     ir_graph_free(g);
 }
 
-/* pass_fuse folds adds into matmuls (beta = 1): the loss and every gradient must stay what
+/* pass_fuse folds adds into matmuls (beta = 1), attention statistics into the forward and,
+ * for sm_90, attention's dk and dv into one node: the loss and every gradient must stay what
  * the unfused graph computes, up to float64 reassociation. */
-static void check_fuse_matches(const char *tuner)
+static void check_fuse_matches(const char *tuner, bool hopper)
 {
     ir_graph_t g0, g1;
     int n0, n1;
-    double **v0 = pipeline_values(&g0, tuner, false, &n0), **v1 = pipeline_values(&g1, tuner, true, &n1);
-    CHECK_MSG(n0 == 0 && n1 > 1000 && n1 % 1000 > 0, "%s: fused nodes (1000 per attention) %d without the pass, %d with it",
-              tuner, n0, n1);
+    double **v0 = pipeline_values(&g0, tuner, hopper, false, &n0), **v1 = pipeline_values(&g1, tuner, hopper, true, &n1);
+    int ndkv = n1 / 1000000, nlse = n1 / 1000 % 1000, nmm = n1 % 1000;
+    CHECK_MSG(n0 == 0 && nlse > 0 && nmm > 0 && (ndkv > 0) == hopper,
+              "%s%s: fused nothing without the pass (%d); with it %d matmuls, %d attention statistics, %d dk+dv", tuner,
+              hopper ? " sm_90" : "", n0, nmm, nlse, ndkv);
     CHECK_MSG(g1.n < g0.n, "%s: fusing left %d nodes of %d", tuner, g1.n, g0.n);
     int compared = 0;
     for (int i = 0; i < g0.n; i++) {
@@ -229,7 +241,9 @@ int main(void)
     check_model("lora", "full");
     check_model("lora", "selective");
     check_pipeline_grads_match();
-    check_fuse_matches("lora");
-    check_fuse_matches("full");
+    check_fuse_matches("lora", false);
+    check_fuse_matches("full", false);
+    check_fuse_matches("lora", true);
+    check_fuse_matches("full", true);
     return CHECK_DONE();
 }

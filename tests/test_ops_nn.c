@@ -603,7 +603,11 @@ static void test_attn_bwd_uses_stats(void)
     for (int w = 0; w < 3; w++)
         bw[w] = ir_node(&f.g, OP_ATTN_BWD, 6, (const int[]){q, k, v, d, dy, st}, (const int64_t[IR_MAX_PARAMS]){w},
                         (const double[IR_MAX_PARAMS]){0.6});
-    CHECK_MSG(bw[2] >= 0 && y >= 0 && lse >= 0, "%s", f.g.err);
+    /* dk and dv in one node (ip[0] = 3, passes/fuse.c): dk out, dv into its seventh input */
+    int dvb = fx_leaf(&f, "dv_buf", IR_F64, 4, (const int64_t[]){1, 4, 1, 2}, NULL, 7);
+    int dkv = ir_node(&f.g, OP_ATTN_BWD, 7, (const int[]){q, k, v, d, dy, st, dvb}, (const int64_t[IR_MAX_PARAMS]){3},
+                      (const double[IR_MAX_PARAMS]){0.6});
+    CHECK_MSG(dkv >= 0 && bw[2] >= 0 && y >= 0 && lse >= 0, "%s", f.g.err);
     /* first pass: the true statistics into the stats leaf */
     double **val = fx_eval(&f);
     for (int64_t r = 0; r < 8; r++) {
@@ -641,6 +645,8 @@ static void test_attn_bwd_uses_stats(void)
     for (int w = 0; w < 3; w++)
         CHECK_MSG(max_abs_diff(val[bw[w]], want[w], w == 0 ? 16 : 8) < 1e-13, "attn_bwd %d differs from the written-out "
                   "gradient", w);
+    CHECK_MSG(max_abs_diff(val[dkv], want[1], 8) < 1e-13 && max_abs_diff(val[dvb], want[2], 8) < 1e-13,
+              "attn_bwd dk and dv in one node differ from the written-out gradients");
     fx_done(&f, val);
     for (int64_t r = 0; r < 8; r++)
         f.v[st][2 * r] += 0.5;
@@ -802,8 +808,30 @@ static void test_attn_stats_shape_errors(void)
                  "floating point", "attn_bwd i32 stats");
     ir_graph_free(&g);
     ir_graph_copy(&g, &g2);
-    expect_error(&g, ir_node(&g, OP_ATTN_BWD, 5, (const int[]){q, k, k, d, q}, ip, fp), "attn_bwd", "6 to 6 inputs",
+    expect_error(&g, ir_node(&g, OP_ATTN_BWD, 5, (const int[]){q, k, k, d, q}, ip, fp), "attn_bwd", "6 to 7 inputs",
                  "attn_bwd without stats");
+    ir_graph_free(&g);
+    /* dk and dv in one node: ip[0] = 3 with exactly seven inputs, the seventh of v's shape and
+     * the node's dtype */
+    int st2 = ir_leaf(&g2, "st2", IR_INPUT, IR_F32, 4, (const int64_t[]){2, 5, 4, 2});
+    int dvq = ir_leaf(&g2, "dvq", IR_INPUT, IR_F32, 4, (const int64_t[]){2, 5, 4, 8});
+    int dvb = ir_leaf(&g2, "dvb", IR_INPUT, IR_BF16, 4, (const int64_t[]){2, 5, 2, 8});
+    const int64_t ip3[IR_MAX_PARAMS] = {3};
+    ir_graph_copy(&g, &g2);
+    expect_error(&g, ir_node(&g, OP_ATTN_BWD, 6, (const int[]){q, k, k, d, q, st2}, ip3, fp), "attn_bwd",
+                 "dk and dv 7", "attn_bwd ip 3 with 6 inputs");
+    ir_graph_free(&g);
+    ir_graph_copy(&g, &g2);
+    expect_error(&g, ir_node(&g, OP_ATTN_BWD, 7, (const int[]){q, k, k, d, q, st2, k}, ip, fp), "attn_bwd",
+                 "dk and dv 7", "attn_bwd ip 1 with 7 inputs");
+    ir_graph_free(&g);
+    ir_graph_copy(&g, &g2);
+    expect_error(&g, ir_node(&g, OP_ATTN_BWD, 7, (const int[]){q, k, k, d, q, st2, dvq}, ip3, fp), "attn_bwd", "dv",
+                 "attn_bwd dv buffer of q's shape");
+    ir_graph_free(&g);
+    ir_graph_copy(&g, &g2);
+    expect_error(&g, ir_node(&g, OP_ATTN_BWD, 7, (const int[]){q, k, k, d, q, st2, dvb}, ip3, fp), "attn_bwd",
+                 "the node's dtype", "attn_bwd bf16 dv buffer for an f32 node");
     ir_graph_free(&g);
     ir_graph_copy(&g, &g2);
     expect_error(&g, ir_node_dt(&g, OP_ATTN_LSE, IR_F32, 3, (const int[]){q, kb, d}, NULL, fp), "attn_lse",

@@ -233,9 +233,10 @@ static size_t section_at(const unsigned char *buf, plan_section_t kind)
 /* Byte offsets inside one encoded tensor record (see plan_write.c's write_tensor). */
 enum {
     R_OP = 0, R_DTYPE = 4, R_ROLE = 8, R_PHASE = 12, R_NDIM = 16, R_SHAPE = 20, R_NSRC = 52, R_SRC = 56,
-    R_IP = 80, R_FP = 144, R_BLOCK = 208, R_FLAGS = 212, R_GRAD = 216, R_STATE = 220, R_OFFSET = 228,
-    R_NAMELEN = 236, R_NAME = 240
+    R_IP = R_SRC + 4 * IR_MAX_SRC, R_FP = R_IP + 64, R_BLOCK = R_FP + 64, R_FLAGS = R_BLOCK + 4, R_GRAD = R_FLAGS + 4,
+    R_STATE = R_GRAD + 4, R_OFFSET = R_STATE + 8, R_NAMELEN = R_OFFSET + 8, R_NAME = R_NAMELEN + 4
 };
+_Static_assert(R_NAME == 244, "a tensor record of plan format 4 (IR_MAX_SRC 7)");
 
 static size_t tensor_at(const unsigned char *buf, int id)
 {
@@ -429,7 +430,7 @@ static void test_header_forgeries(const unsigned char *buf, size_t len)
 {
     char phrase[96];
     forge(buf, len, 0, 'X', 1, "not a plan file (bad magic)", "magic");
-    forge(buf, len, 8, 99, 4, "plan format version 99, this ftrun reads version 3: recompile the plan", "version");
+    forge(buf, len, 8, 99, 4, "plan format version 99, this ftrun reads version 4: recompile the plan", "version");
     snprintf(phrase, sizeof phrase, "truncated: header says %zu bytes, file has %zu", len + 8, len);
     forge(buf, len, 16, len + 8, 8, phrase, "size too big");
     snprintf(phrase, sizeof phrase, "trailing bytes: header says %zu bytes, file has %zu", len - 8, len);
@@ -484,7 +485,7 @@ static void test_tensor_forgeries(const unsigned char *buf, size_t len)
     forge(buf, len, h + R_SHAPE, (uint64_t)-3, 8, "dimension 0 is negative (-3)", "negative dim");
     forge(buf, len, h + R_SHAPE + 24, (uint64_t)-3, 8, "dimension 3 is negative", "negative unused dim");
     forge(buf, len, h + R_SHAPE, (uint64_t)1 << 60, 8, "size overflows", "huge dim");
-    forge(buf, len, h + R_NSRC, 7, 4, "7 inputs (at most 6)", "nsrc");
+    forge(buf, len, h + R_NSRC, 8, 4, "8 inputs (at most 7)", "nsrc");
     forge(buf, len, h + R_SRC, T_H + 1, 4, "input 0 is tensor 7, which is out of range or does not precede it", "fwd");
     forge(buf, len, h + R_SRC + 4, T_H, 4, "does not precede it", "self input");
     forge(buf, len, h + R_SRC, (uint32_t)-2, 4, "out of range or does not precede it", "negative src");

@@ -160,7 +160,7 @@ static int compile(int argc, char **argv)
     model_manifest_t m = {0};
     int rc = model_build(&p.cfg, &p.g, &m, &e);
     char note[256] = "";
-    pass_ctx_t ctx = {.cfg = &p.cfg, .dump_after = a.dump_after, .dump = stdout, .note = note, .note_cap = sizeof note};
+    pass_ctx_t ctx = {.cfg = &p.cfg, .target = a.target, .dump_after = a.dump_after, .dump = stdout, .note = note, .note_cap = sizeof note};
     if (rc == 0)
         rc = pass_run_all(&p.g, &ctx, &e);
     if (rc == 0 && note[0])

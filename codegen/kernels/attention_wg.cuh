@@ -5,7 +5,7 @@
  * the streamed tiles and the per-lane elementwise work are that path's (its helpers are used
  * here), so the two paths differ only in how the matrix products are issued.
  * defines: ftk_wg<N> (the wgmma wrappers), ftk::attn_wg_fwd, ftk::attn_wg_dq, ftk::attn_wg_dk,
- *          ftk::attn_wg_dv
+ *          ftk::attn_wg_dv, ftk::attn_wg_dkv (dk, and dv into input 6: passes/fuse.c)
  * launch:  256 threads (two warpgroups), grids as attention.cuh's tensor-core kernels;
  *          shared memory ftk_wg_lay (emit.c's attn_wg_smem computes the same).
  *
@@ -554,16 +554,20 @@ template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ 
                 }
 }
 
-/* One query tile of dk (DK) or dv for the warp's 16 keys, in chunks of CK queries: Sᵀ = K Qᵀ,
- * Pᵀ; dv += Pᵀ dY, or dPᵀ = V dYᵀ, dk += Pᵀ (dPᵀ - delta) Q (attention.cuh's attn_tc_kv_tile).
- * ka, va: the own K and V tiles; wr: the warpgroup's first row in them; gj0: its first key;
- * st: the tile's (lse, delta) pairs. */
-template <int D, int BN, int CK, bool DK, bool MASK>
+/* One query tile of dk or dv (MODE ATT_WG_DK, ATT_WG_DV) or both (ATT_WG_DKV) for the warp's 16
+ * keys, in chunks of CK queries: Sᵀ = K Qᵀ, Pᵀ; dv += Pᵀ dY; dPᵀ = V dYᵀ, dk += Pᵀ (dPᵀ - delta)
+ * Q (attention.cuh's attn_tc_kv_tile). acc: dk, or dv alone; accv: dv beside dk. ka, va: the
+ * own K and V tiles; wr: the warpgroup's first row in them; gj0: its first key; st: the tile's
+ * (lse, delta) pairs. */
+enum { ATT_WG_DV, ATT_WG_DK, ATT_WG_DKV };
+template <int D, int BN, int CK, int MODE, bool MASK>
 __device__ __forceinline__ void attn_wg_kv_tile(unsigned ka, unsigned va, int wr, unsigned qs, unsigned ys,
-                                                float (&acc)[D / 8][4], const float2 *st, float sl, int jr, int gj0,
-                                                int i0, int s, const int *doc, const int (&kd)[2])
+                                                float (&acc)[D / 8][4], float (&accv)[MODE == ATT_WG_DKV ? D / 8 : 1][4],
+                                                const float2 *st, float sl, int jr, int gj0, int i0, int s,
+                                                const int *doc, const int (&kd)[2])
 {
     constexpr int NT8 = CK / 8;
+    constexpr bool DK = MODE != ATT_WG_DV, BOTH = MODE == ATT_WG_DKV;
     const int t4 = threadIdx.x & 3;
 #pragma unroll
     for (int c = 0; c < BN / CK; c++) {
@@ -585,10 +589,12 @@ __device__ __forceinline__ void attn_wg_kv_tile(unsigned ka, unsigned va, int wr
         ftk_wg_keep(sc);
         if constexpr (DK)
             ftk_wg_keep(dp);
+        unsigned pa[BOTH ? CK / 16 : 1][4]; /* Pᵀ for dv beside dk */
 #pragma unroll
         for (int nt = 0; nt < NT8; nt++) {
             int cl = c * CK + nt * 8 + 2 * t4;
             float4 sd = *(const float4 *)(st + cl);
+            float pv[4];
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 int i = i0 + cl + e, qd = 0;
@@ -598,15 +604,17 @@ __device__ __forceinline__ void attn_wg_kv_tile(unsigned ka, unsigned va, int wr
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     float p = ftk_ex2(fmaf(sc[nt][2 * r + e], sl, -l2));
-                    float f = p;
-                    if constexpr (DK)
-                        f = p * (dp[nt][2 * r + e] - dl);
                     if (MASK) {
                         int j = jr + 8 * r;
-                        f = j <= i && i < s && qd == kd[r] ? f : 0.0f;
+                        p = j <= i && i < s && qd == kd[r] ? p : 0.0f;
                     }
-                    sc[nt][2 * r + e] = f;
+                    pv[2 * r + e] = p;
+                    sc[nt][2 * r + e] = DK ? p * (dp[nt][2 * r + e] - dl) : p;
                 }
+            }
+            if constexpr (BOTH) { /* the C fragment pair (nt even, odd) is Pᵀ's A fragment */
+                pa[nt >> 1][(nt & 1) * 2] = ftk_pack_bf16(pv[0], pv[1]);
+                pa[nt >> 1][(nt & 1) * 2 + 1] = ftk_pack_bf16(pv[2], pv[3]);
             }
         }
         unsigned fa[CK / 16][4];
@@ -617,20 +625,28 @@ __device__ __forceinline__ void attn_wg_kv_tile(unsigned ka, unsigned va, int wr
 #pragma unroll
         for (int kk = 0; kk < CK / 16; kk++)
             ftk_wg<D>::rs(acc, fa[kk], ftk_wg_mnmaj<BN>(DK ? qs : ys, c * CK + kk * 16), 1);
+        if constexpr (BOTH) {
+#pragma unroll
+            for (int kk = 0; kk < CK / 16; kk++)
+                ftk_wg<D>::rs(accv, pa[kk], ftk_wg_mnmaj<BN>(ys, c * CK + kk * 16), 1);
+        }
         ftk_wg_commit();
         ftk_wg_wait0();
         ftk_wg_keep(acc);
+        if constexpr (BOTH)
+            ftk_wg_keep(accv);
     }
 }
 
-/* dk (DK) or dv on Hopper: a block per two tiles of 128 keys of one kv head (p and the p-th
- * from the end), K (and V) resident; for every query head of the group in turn, the query
- * tiles from the one holding the tile's first key to the end, with their dY rows and
- * statistics. */
-template <int D, int BN, int CK, bool DK, class TS, class TO>
+/* dk or dv (or both: dk out, dv into a.in[6]) on Hopper: a block per two tiles of 128 keys of
+ * one kv head (p and the p-th from the end), K (and V) resident; for every query head of the
+ * group in turn, the query tiles from the one holding the tile's first key to the end, with
+ * their dY rows and statistics. */
+template <int D, int BN, int CK, int MODE, class TS, class TO>
 __device__ __forceinline__ void attn_wg_kv(const ftk_args_t &a)
 {
     constexpr int BM = FTK_TC_BM, TILE = BN * D * 2, OWN1 = BM * D * 2;
+    constexpr bool DK = MODE != ATT_WG_DV, BOTH = MODE == ATT_WG_DKV;
     typedef ftk_wg_lay<(DK ? 2 : 1) * OWN1, 2 * TILE, BN * 8> L;
     static_assert(BM % BN == 0 && BN % CK == 0 && CK % 16 == 0 && BN <= 128 && BN <= FTK_WG_THREADS,
                   "the tiles' shapes");
@@ -669,10 +685,15 @@ __device__ __forceinline__ void attn_wg_kv(const ftk_args_t &a)
                     ftk_cp_commit();
                     ftk_wg_landed();
                     __syncthreads();
-                    float acc[D / 8][4];
+                    float acc[D / 8][4], accv[BOTH ? D / 8 : 1][4];
 #pragma unroll
                     for (int dt = 0; dt < D / 8; dt++)
-                        acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.0f;
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            acc[dt][e] = 0.0f;
+                            if (BOTH)
+                                accv[dt][e] = 0.0f;
+                        }
                     int stage = 0;
                     while (hh < g.group) {
                         int tn = ftk_tc_next<BN>(rng, own, t + 1, tlast), hn = hh;
@@ -692,11 +713,11 @@ __device__ __forceinline__ void attn_wg_kv(const ftk_args_t &a)
                         ftk_cp_commit();
                         int i0 = t * BN;
                         if (j0 + BM - 1 <= i0 && i0 + BN <= g.s && ftk_tc_one_doc<BN>(rng, own, t))
-                            attn_wg_kv_tile<D, BN, CK, DK, false>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, acc, st, sl,
-                                                                  jr, gj0, i0, g.s, doc, kd);
+                            attn_wg_kv_tile<D, BN, CK, MODE, false>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, acc, accv,
+                                                                    st, sl, jr, gj0, i0, g.s, doc, kd);
                         else if (gj0 < g.s)
-                            attn_wg_kv_tile<D, BN, CK, DK, true>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, acc, st, sl,
-                                                                 jr, gj0, i0, g.s, doc, kd);
+                            attn_wg_kv_tile<D, BN, CK, MODE, true>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, acc, accv,
+                                                                   st, sl, jr, gj0, i0, g.s, doc, kd);
                         ftk_wg_landed();
                         __syncthreads();
                         t = tn;
@@ -711,20 +732,28 @@ __device__ __forceinline__ void attn_wg_kv(const ftk_args_t &a)
                             continue;
                         long long orow = ftk_tc_row<D>(g, g.hkv, b, j, hk);
 #pragma unroll
-                        for (int dt = 0; dt < D / 8; dt++)
+                        for (int dt = 0; dt < D / 8; dt++) {
                             ftk_st2<TO>(a.out, orow + dt * 8 + 2 * t4, f * acc[dt][2 * r], f * acc[dt][2 * r + 1]);
+                            if (BOTH)
+                                ftk_st2<TO>(a.in[6], orow + dt * 8 + 2 * t4, accv[dt][2 * r], accv[dt][2 * r + 1]);
+                        }
                     }
                 }
 }
 
-/* (q, k, v, doc, dy, stats) -> dk and dv on Hopper (entry points: emit.c). */
+/* (q, k, v, doc, dy, stats) -> dk, dv, or dk and dv (dv into input 6), on Hopper (entry
+ * points: emit.c). */
 template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ void attn_wg_dk(const ftk_args_t &a)
 {
-    attn_wg_kv<D, BN, CK, true, TS, TO>(a);
+    attn_wg_kv<D, BN, CK, ATT_WG_DK, TS, TO>(a);
 }
 template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ void attn_wg_dv(const ftk_args_t &a)
 {
-    attn_wg_kv<D, BN, CK, false, TS, TO>(a);
+    attn_wg_kv<D, BN, CK, ATT_WG_DV, TS, TO>(a);
+}
+template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ void attn_wg_dkv(const ftk_args_t &a)
+{
+    attn_wg_kv<D, BN, CK, ATT_WG_DKV, TS, TO>(a);
 }
 
 } /* namespace ftk */

@@ -777,10 +777,13 @@ static void attn_vals_free(attn_vals_t *a)
  * dk and dv from the statistics. */
 static void attention_config(env_t *env, const attn_cfg_t *c, ir_dtype_t dt)
 {
-    static const char *const wn[6] = {"attn", "attn_lse", "attn_bwd dq", "attn_bwd dk", "attn_bwd dv", "attn+lse"};
+    static const char *const wn[7] = {"attn",        "attn_lse", "attn_bwd dq",    "attn_bwd dk",
+                                      "attn_bwd dv", "attn+lse", "attn_bwd dk+dv"};
+    /* dk and dv in one node (passes/fuse.c) only where the Hopper kernels run */
+    int nw = ft_target_hopper(env->arch) && dt == IR_BF16 && (c->dh == 64 || c->dh == 128) ? 7 : 6;
     char probe[160];
     bool any = false;
-    for (int w = 0; w < 6 && !any; w++) {
+    for (int w = 0; w < nw && !any; w++) {
         snprintf(probe, sizeof probe, "%s S%lld Hq%lld Hkv%lld Dh%lld %s", wn[w], (long long)c->s, (long long)c->hq,
                  (long long)c->hkv, (long long)c->dh, docs_name[c->docs]);
         any = !env->filter || strstr(probe, env->filter);
@@ -794,7 +797,7 @@ static void attention_config(env_t *env, const attn_cfg_t *c, ir_dtype_t dt)
         return;
     }
     tcase_t cs;
-    for (int w = 0; w < 6; w++) {
+    for (int w = 0; w < nw; w++) {
         begin(&cs, tol_of(dt), "%s S%lld Hq%lld Hkv%lld Dh%lld %s", wn[w], (long long)c->s, (long long)c->hq,
               (long long)c->hkv, (long long)c->dh, docs_name[c->docs]);
         int q = leaf_from(&cs, "q", dt, DIMS(c->b, c->s, c->hq, c->dh), av.q);
@@ -817,6 +820,14 @@ static void attention_config(env_t *env, const attn_cfg_t *c, ir_dtype_t dt)
         }
         int dy = leaf_from(&cs, "dy", dt, DIMS(c->b, c->s, c->hq, c->dh), av.dy);
         int st = leaf_from(&cs, "stats", IR_F32, DIMS(c->b, c->s, c->hq, 2), av.stats);
+        if (w == 6) { /* dk out, dv written into the seventh input */
+            int dvb = leaf(&cs, "dv", dt, DIMS(c->b, c->s, c->hkv, c->dh), -1, 1);
+            cs.also[0] = "dv";
+            run_case(env, &cs,
+                     ir_node_dt(&cs.g, OP_ATTN_BWD, dt, 7, (const int[]){q, k, v, doc, dy, st, dvb}, IP(3),
+                                FP(av.scale)));
+            continue;
+        }
         run_case(env, &cs,
                  ir_node_dt(&cs.g, OP_ATTN_BWD, dt, 6, (const int[]){q, k, v, doc, dy, st}, IP(w - 2), FP(av.scale)));
     }
@@ -1097,7 +1108,7 @@ static double attn_bench_flops(const attn_cfg_t *c, const ir_tensor_t *t)
         return 2 * mm;
     if (t->op == OP_ATTN_LSE)
         return mm;
-    return t->ip[0] == 2 ? 2 * mm : 3 * mm;
+    return t->ip[0] == 2 ? 2 * mm : t->ip[0] == 3 ? 4 * mm : 3 * mm;
 }
 
 /* A kernel's registers per thread and local memory (spills) per thread, for the time lines. */
@@ -1113,7 +1124,8 @@ static void bench_regs(bench_t *bx, CUfunction fn, char *buf, size_t cap)
  * GPU run says whether a row of its tables should change: mma.sync ones (attn_tc_cfgs:
  * attention.cuh's template arguments; on sm_90 these are emit.c's choices for other GPUs, timed
  * for comparison) and, on sm_90, Hopper ones (attn_wg_cfgs, attention_wg.cuh; mi 0). kind:
- * 0 attn, 1 attn_lse, 2 dq, 3 dk, 4 dv; bn, mi, oreg, ck as attn_tc_cfg_t; minb the blocks
+ * 0 attn, 1 attn_lse, 2 dq, 3 dk, 4 dv, 5 dk and dv in one node (Hopper only); bn, mi, oreg, ck
+ * as attn_tc_cfg_t; minb the blocks
  * per SM of __launch_bounds__. The results are not checked here: a configuration moved into
  * emit.c is checked by the cases. */
 typedef struct {
@@ -1130,15 +1142,16 @@ static const alt_cfg_t alt_cfgs[] = {
     {3, 128, 64, 0, 0, 64, 1}, {3, 128, 32, 0, 0, 32, 2}, {4, 128, 32, 0, 0, 32, 2}, {4, 128, 128, 0, 0, 128, 1},
     {0, 64, 64, 0, 0, 0, 2}, {0, 64, 128, 0, 0, 0, 1}, {2, 64, 32, 0, 0, 32, 2}, {2, 64, 64, 0, 0, 32, 2},
     {3, 64, 32, 0, 0, 32, 2}, {3, 64, 64, 0, 0, 32, 2}, {4, 64, 32, 0, 0, 32, 2}, {4, 64, 64, 0, 0, 32, 2},
+    /* dk and dv in one node (kind 5) */
+    {5, 128, 128, 0, 0, 32, 1}, {5, 128, 64, 0, 0, 64, 1}, {5, 128, 128, 0, 0, 64, 1}, {5, 64, 64, 0, 0, 32, 2},
+    {5, 64, 64, 0, 0, 64, 1}, {5, 64, 128, 0, 0, 64, 1},
 };
 #define NALT (sizeof alt_cfgs / sizeof alt_cfgs[0])
-
-static bool alt_hopper(const char *arch) { return strcmp(arch, "sm_90") == 0 || strcmp(arch, "sm_90a") == 0; }
 
 /* Whether configuration a runs on arch and is of head dim dh. */
 static bool alt_for(const alt_cfg_t *a, const char *arch, int64_t dh)
 {
-    return a->dh == dh && (a->mi > 0 || alt_hopper(arch));
+    return a->dh == dh && (a->mi > 0 || ft_target_hopper(arch));
 }
 
 static unsigned alt_threads(const alt_cfg_t *a) { return a->mi ? 256u / (unsigned)a->mi : 256u; }
@@ -1170,7 +1183,7 @@ static unsigned alt_smem(const alt_cfg_t *a, int64_t ns)
 static int alt_module(const char *arch, int64_t dh, unsigned char **image, size_t *len)
 {
     static const char *const tmpl[5] = {"attn_tc_fwd", "attn_tc_lse", "attn_tc_dq", "attn_tc_dk", "attn_tc_dv"};
-    static const char *const wtmpl[5] = {"attn_wg_fwd", NULL, "attn_wg_dq", "attn_wg_dk", "attn_wg_dv"};
+    static const char *const wtmpl[6] = {"attn_wg_fwd", NULL, "attn_wg_dq", "attn_wg_dk", "attn_wg_dv", "attn_wg_dkv"};
     size_t cap = 1 << 21, at = 0;
     char *src = malloc(cap);
     at += (size_t)snprintf(src + at, cap - at, "#define FTK_ATT_THREADS %d\n#define FTK_ATT_TILE %d\n#define FTK_ATT_TC_OWN %d\n",
@@ -1227,11 +1240,17 @@ static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_
     int prod = ir_node_dt(&g, OP_MUL, IR_F32, 2, (const int[]){o, dy}, NULL, NULL);
     int delta = ir_node_dt(&g, OP_ROWSUM, IR_F32, 1, &prod, NULL, NULL);
     int st = ir_concat(&g, lse, delta, 3);
-    int grads[3];
+    int grads[4] = {-1, -1, -1, -1};
     for (int w = 0; w < 3; w++) {
         grads[w] = ir_node_dt(&g, OP_ATTN_BWD, dt, 6, (const int[]){q, k, v, doc, dy, st}, IP(w), FP(av.scale));
         if (grads[w] >= 0)
             g.t[grads[w]].flags |= IR_FLAG_OUTPUT;
+    }
+    if (ft_target_hopper(env->arch) && dt == IR_BF16 && (c->dh == 64 || c->dh == 128)) { /* dk and dv in one node */
+        int dvb = ir_leaf(&g, "dv_buf", IR_INPUT, dt, 4, kvs);
+        grads[3] = ir_node_dt(&g, OP_ATTN_BWD, dt, 7, (const int[]){q, k, v, doc, dy, st, dvb}, IP(3), FP(av.scale));
+        if (grads[3] >= 0)
+            g.t[grads[3]].flags |= IR_FLAG_OUTPUT;
     }
     if (o >= 0)
         g.t[o].flags |= IR_FLAG_OUTPUT;
@@ -1295,9 +1314,8 @@ static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_
             ir_ops[t->op]->cost(&g, t, &flops, &bytes);
             if (t->op == OP_ATTN || t->op == OP_ATTN_LSE || t->op == OP_ATTN_BWD)
                 flops = attn_bench_flops(c, t);
-            const char *what = t->op == OP_ATTN_BWD ? (t->ip[0] == 0 ? "attn_bwd dq" : t->ip[0] == 1 ? "attn_bwd dk"
-                                                                                                      : "attn_bwd dv")
-                                                    : ir_ops[t->op]->name;
+            static const char *const bwd_what[4] = {"attn_bwd dq", "attn_bwd dk", "attn_bwd dv", "attn_bwd dk+dv"};
+            const char *what = t->op == OP_ATTN_BWD ? bwd_what[t->ip[0] & 3] : ir_ops[t->op]->name;
             char regs[64];
             bench_regs(bx, bm.fn[l->kernel], regs, sizeof regs);
             printf("time    %-12s new %9.4f ms  %7.2f TFLOP/s  %7.1f GB/s  %s  %s\n", what, ms, flops / ms * 1e-9,
@@ -1321,8 +1339,9 @@ static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_
             }
         bench_mod_t ba = {0};
         int rc = bench_load(bx, &ba, aimg, anames, (int)na, asmem);
-        static const char *const kn[5] = {"attn", "attn_lse", "attn_bwd dq", "attn_bwd dk", "attn_bwd dv"};
-        const int nodes[5] = {o, lse, grads[0], grads[1], grads[2]};
+        static const char *const kn[6] = {"attn",        "attn_lse",      "attn_bwd dq",
+                                          "attn_bwd dk", "attn_bwd dv",   "attn_bwd dk+dv"};
+        const int nodes[6] = {o, lse, grads[0], grads[1], grads[2], grads[3]};
         for (size_t j = 0; j < na && rc == 0; j++) {
             const alt_cfg_t *a = &alt_cfgs[aidx[j]];
             ftk_args_t args;
