@@ -717,8 +717,9 @@ static void test_attn_launch(void)
                       "sm_90 Dh %lld %d: block %u smem %u grid %u,%u", (long long)dh, i, l.block[0], l.smem, l.grid[0],
                       l.grid[1]);
         }
-        /* dk and dv in one node (passes/fuse.c): sm_90's kernel (K and V resident, 64-row Q and
-         * dY stages, two statistics stages), refused elsewhere, and by name in the source */
+        /* dk and dv in one node (passes/fuse.c): sm_90's kernel (K and V resident, Q and dY
+         * stages of 64 rows at Dh 64, 128 at Dh 128, two statistics stages), refused elsewhere,
+         * and by name in the source */
         const int64_t kv4[4] = {2, 200, 2, dh};
         int dvb = in(&g, IR_BF16, 4, kv4);
         const ir_tensor_t *d3 = &g.t[ids[3]];
@@ -727,9 +728,9 @@ static void test_attn_launch(void)
         schedule_all(&g);
         cg_launch_t l;
         ft_err_t e;
-        unsigned own = (unsigned)(128 * dh * 2), tile = (unsigned)(64 * dh * 2);
+        unsigned own = (unsigned)(128 * dh * 2), bn = dh == 128 ? 128 : 64, tile = (unsigned)(bn * dh * 2);
         CHECK_MSG(dkv >= 0 && cg_launch_of(&g, dkv, "sm_90", &l, &e) == 0 && l.block[0] == 256 &&
-                      l.smem == 2 * own + 4 * tile + 1024 + 1040 && l.grid[1] == 2,
+                      l.smem == 2 * own + 4 * tile + 2 * bn * 8 + 1040 && l.grid[1] == 2,
                   "dk+dv Dh %lld: smem %u: %s", (long long)dh, l.smem, e.msg);
         CHECK_MSG(cg_launch_of(&g, dkv, "sm_86", &l, &e) == -1 && strstr(e.msg, "only the sm_90 kernels"),
                   "dk+dv on sm_86: %s", e.msg);
@@ -757,9 +758,9 @@ static void test_attn_launch(void)
     /* sm_90: the same entry points run attention_wg.cuh's kernels */
     src = cg_emit_source(&g, "sm_90", &e);
     CHECK(src && strstr(src, "__launch_bounds__(256, 2) ftk_attn_bf16_bf16_bf16_i32_bf16_tc128(") &&
-          strstr(src, "ftk::attn_wg_fwd<128, 64, __nv_bfloat16>(a);") &&
+          strstr(src, "ftk::attn_wg_fwd<128, 64, false, __nv_bfloat16>(a);") &&
           strstr(src, "__launch_bounds__(256, 1) ftk_attn_bwd_bf16_bf16_bf16_i32_bf16_f32_bf16_tc128_dq(") &&
-          strstr(src, "ftk::attn_wg_dq<128, 128, 64, float, __nv_bfloat16>(a);") && !strstr(src, "    ftk::attn_tc_fwd"));
+          strstr(src, "ftk::attn_wg_dq<128, 128, 64, false, float, __nv_bfloat16>(a);") && !strstr(src, "    ftk::attn_tc_fwd"));
     free(src);
     ir_graph_free(&g);
 }
