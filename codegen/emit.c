@@ -160,7 +160,6 @@ typedef struct {
     int bn;   /* rows per streamed tile */
     int ck;   /* dq, dk, dv: streamed rows per score step */
     int minb; /* blocks per SM the registers are budgeted for */
-    int pp;   /* the two warpgroups take turns issuing their score products (ftk_wg_turn) */
 } attn_wg_cfg_t;
 
 /* Measured with test_kernels' alternatives (H200, B2 S8192 Hq32 Hkv8): two blocks per SM wherever
@@ -169,11 +168,11 @@ typedef struct {
  * other's products; else 128-row stages (fewer barriers). */
 static const attn_wg_cfg_t attn_wg_cfgs[ATC_COUNT][2] = {
     /*            Dh 64         Dh 128 */
-    [ATC_FWD] = {{128, 0, 2, 0}, {64, 0, 2, 0}},
-    [ATC_DQ] = {{64, 64, 2, 0}, {128, 64, 1, 0}},
-    [ATC_DK] = {{64, 64, 2, 0}, {128, 64, 1, 0}},
-    [ATC_DV] = {{64, 64, 2, 0}, {64, 32, 2, 0}},
-    [ATC_DKV] = {{64, 32, 2, 0}, {128, 64, 1, 0}},
+    [ATC_FWD] = {{128, 0, 2}, {64, 0, 2}},
+    [ATC_DQ] = {{64, 64, 2}, {128, 64, 1}},
+    [ATC_DK] = {{64, 64, 2}, {128, 64, 1}},
+    [ATC_DV] = {{64, 64, 2}, {64, 32, 2}},
+    [ATC_DKV] = {{64, 32, 2}, {128, 64, 1}},
 };
 static const char *const attn_wg_tmpl[ATC_COUNT] = {"attn_wg_fwd", NULL, "attn_wg_dq", "attn_wg_dk", "attn_wg_dv",
                                                     "attn_wg_dkv"};
@@ -419,8 +418,8 @@ static void emit_attn_tc_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en
     sb_printf(b, "%s>(a);\n}\n\n", cxx_type[t->dtype]);
 }
 
-/* A Hopper attention entry point (attention_wg.cuh's ftk::attn_wg_fwd <D, BN, PP, TO>;
- * attn_wg_dq, _dk, _dv, _dkv <D, BN, CK, PP, TS, TO>), under the tensor-core path's name. */
+/* A Hopper attention entry point (attention_wg.cuh's ftk::attn_wg_fwd <D, BN, TO>; attn_wg_dq,
+ * _dk, _dv <D, BN, CK, TS, TO>), under the tensor-core path's name. */
 static void emit_attn_wg_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en, int kind)
 {
     const ir_tensor_t *t = &g->t[en->node];
@@ -429,9 +428,7 @@ static void emit_attn_wg_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en
               CG_ATT_WG_THREADS, c->minb, en->name);
     sb_printf(b, "    ftk::%s<%lld, %d, ", attn_wg_tmpl[kind], (long long)g->t[t->src[0]].shape[3], c->bn);
     if (kind >= ATC_DQ)
-        sb_printf(b, "%d, %s, %s, ", c->ck, c->pp ? "true" : "false", cxx_type[g->t[t->src[5]].dtype]);
-    else
-        sb_printf(b, "%s, ", c->pp ? "true" : "false");
+        sb_printf(b, "%d, %s, ", c->ck, cxx_type[g->t[t->src[5]].dtype]);
     sb_printf(b, "%s>(a);\n}\n\n", cxx_type[t->dtype]);
 }
 

@@ -758,9 +758,9 @@ static void test_attn_launch(void)
     /* sm_90: the same entry points run attention_wg.cuh's kernels */
     src = cg_emit_source(&g, "sm_90", &e);
     CHECK(src && strstr(src, "__launch_bounds__(256, 2) ftk_attn_bf16_bf16_bf16_i32_bf16_tc128(") &&
-          strstr(src, "ftk::attn_wg_fwd<128, 64, false, __nv_bfloat16>(a);") &&
+          strstr(src, "ftk::attn_wg_fwd<128, 64, __nv_bfloat16>(a);") &&
           strstr(src, "__launch_bounds__(256, 1) ftk_attn_bwd_bf16_bf16_bf16_i32_bf16_f32_bf16_tc128_dq(") &&
-          strstr(src, "ftk::attn_wg_dq<128, 128, 64, false, float, __nv_bfloat16>(a);") && !strstr(src, "    ftk::attn_tc_fwd"));
+          strstr(src, "ftk::attn_wg_dq<128, 128, 64, float, __nv_bfloat16>(a);") && !strstr(src, "    ftk::attn_tc_fwd"));
     free(src);
     ir_graph_free(&g);
 }

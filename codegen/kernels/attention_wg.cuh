@@ -77,49 +77,6 @@ template <int N8> __device__ __forceinline__ void ftk_wg_keep(float (&d)[N8][4])
             asm volatile("" : "+f"(d[i][e])::"memory");
 }
 
-/* Ping-pong between the block's two warpgroups (PP): warpgroup w issues its score products only
- * in its turn (named barrier 1 + w) and then hands the turn over, so the products of one queue
- * behind the other's and each warpgroup's softmax runs while the other's products do, instead
- * of both waiting on the tensor cores at once and then both leaving them idle. Every
- * warpgroup takes every turn (an empty one where it has nothing to compute), so the handshakes
- * pair up: per own tile, warpgroup 1 opens (begin) and warpgroup 0 closes (end). */
-template <bool PP> struct ftk_wg_turn {
-    int wg;
-    /* barrier ids as immediates, so ptxas reserves these two and not all sixteen */
-    template <int ID> __device__ __forceinline__ static void sync()
-    {
-        asm volatile("bar.sync %0, 256;\n" ::"n"(ID) : "memory");
-    }
-    template <int ID> __device__ __forceinline__ static void arrive()
-    {
-        asm volatile("bar.arrive %0, 256;\n" ::"n"(ID) : "memory");
-    }
-    __device__ __forceinline__ void begin() const
-    {
-        if (PP && wg == 1)
-            arrive<1>();
-    }
-    __device__ __forceinline__ void mine() const
-    {
-        if (PP && wg == 0)
-            sync<1>();
-        else if (PP)
-            sync<2>();
-    }
-    __device__ __forceinline__ void theirs() const
-    {
-        if (PP && wg == 0)
-            arrive<2>();
-        else if (PP)
-            arrive<1>();
-    }
-    __device__ __forceinline__ void end() const
-    {
-        if (PP && wg == 0)
-            sync<1>();
-    }
-};
-
 /* The cp.async writes of this thread done and visible to wgmma; the caller's barrier follows. */
 __device__ __forceinline__ void ftk_wg_landed()
 {
@@ -284,26 +241,19 @@ namespace ftk {
 /* One key tile of the forward for the warp's 16 query rows: S = Q Kᵀ (the warpgroup's rows
  * wr of the own tile at qa), the lazy online softmax update of m and l (attention.cuh's
  * attn_tc_fwd_tile), O += P V. ir: the lane's first row; j0: the tile's first key. */
-template <int D, int BN, bool PP, bool MASK>
+template <int D, int BN, bool MASK>
 __device__ __forceinline__ void attn_wg_fwd_tile(unsigned qa, int wr, unsigned ks, unsigned vs, float (&o)[D / 8][4],
                                                  float (&m)[2], float (&l)[2], float sl, int ir, int j0, int s,
-                                                 const int *doc, const int (&qd)[2], const ftk_wg_turn<PP> &turn,
-                                                 bool active)
+                                                 const int *doc, const int (&qd)[2])
 {
     constexpr int NT8 = BN / 8;
     const int t4 = threadIdx.x & 3;
     float sc[NT8][4];
-    turn.mine();
-    if (active) {
-        ftk_wg_fence();
+    ftk_wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            ftk_wg<BN>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(qa, wr, kk * 16), ftk_wg_kmaj<BN>(ks, 0, kk * 16), kk > 0);
-        ftk_wg_commit();
-    }
-    turn.theirs();
-    if (!active)
-        return;
+    for (int kk = 0; kk < D / 16; kk++)
+        ftk_wg<BN>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(qa, wr, kk * 16), ftk_wg_kmaj<BN>(ks, 0, kk * 16), kk > 0);
+    ftk_wg_commit();
     ftk_wg_wait0();
     ftk_wg_keep(sc);
     if (MASK) {
@@ -377,7 +327,7 @@ __device__ __forceinline__ void attn_wg_fwd_tile(unsigned qa, int wr, unsigned k
 /* (q, k, v, doc) -> o, and m + log l into a.in[4] where set, on Hopper: a block per two tiles of
  * 128 query rows of one head (the longest and the shortest left), Q resident, the key tiles
  * with their values from 0 to the diagonal in stages of BN. */
-template <int D, int BN, bool PP, class TO> __device__ __forceinline__ void attn_wg_fwd(const ftk_args_t &a)
+template <int D, int BN, class TO> __device__ __forceinline__ void attn_wg_fwd(const ftk_args_t &a)
 {
     constexpr int BM = FTK_TC_BM, TILE = BN * D * 2;
     typedef ftk_wg_lay<BM * D * 2, 2 * TILE, 0> L;
@@ -421,8 +371,6 @@ template <int D, int BN, bool PP, class TO> __device__ __forceinline__ void attn
                     for (int dt = 0; dt < D / 8; dt++)
                         o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
                     int stage = 0;
-                    const ftk_wg_turn<PP> turn = {wg};
-                    turn.begin();
                     while (t <= tlast) {
                         int tn = ftk_tc_next<BN>(rng, own, t + 1, tlast);
                         unsigned cur = sa + (stage ? L::ST1 : L::ST0), nx = sa + (stage ? L::ST0 : L::ST1);
@@ -433,17 +381,16 @@ template <int D, int BN, bool PP, class TO> __device__ __forceinline__ void attn
                         ftk_cp_commit();
                         int j0 = t * BN;
                         if (j0 + BN - 1 <= i0 && i0 + BM <= g.s && ftk_tc_one_doc<BN>(rng, own, t))
-                            attn_wg_fwd_tile<D, BN, PP, false>(sa, 64 * wg, cur, cur + TILE, o, m, l, sl, ir, j0, g.s,
-                                                               doc, qd, turn, true);
-                        else /* active: warpgroup-uniform, as wgmma is collective */
-                            attn_wg_fwd_tile<D, BN, PP, true>(sa, 64 * wg, cur, cur + TILE, o, m, l, sl, ir, j0, g.s,
-                                                              doc, qd, turn, j0 <= gr0 + 63 && gr0 < g.s);
+                            attn_wg_fwd_tile<D, BN, false>(sa, 64 * wg, cur, cur + TILE, o, m, l, sl, ir, j0, g.s, doc,
+                                                           qd);
+                        else if (j0 <= gr0 + 63 && gr0 < g.s) /* warpgroup-uniform: wgmma is collective */
+                            attn_wg_fwd_tile<D, BN, true>(sa, 64 * wg, cur, cur + TILE, o, m, l, sl, ir, j0, g.s, doc,
+                                                          qd);
                         ftk_wg_landed();
                         __syncthreads();
                         t = tn;
                         stage ^= 1;
                     }
-                    turn.end();
 #pragma unroll
                     for (int r = 0; r < 2; r++) {
                         float lr = l[r];
@@ -466,36 +413,27 @@ template <int D, int BN, bool PP, class TO> __device__ __forceinline__ void attn
 /* One key tile of dq for the warp's 16 query rows, in chunks of CK keys: S = Q Kᵀ, dP = dY Vᵀ,
  * dS = P (dP - delta) (attention.cuh's attn_tc_dq_tile), dq += dS K. qa, ya: the own Q and dY
  * tiles; wr: the warpgroup's first row in them; glast: its last query row. */
-template <int D, int BN, int CK, bool PP, bool MASK>
+template <int D, int BN, int CK, bool MASK>
 __device__ __forceinline__ void attn_wg_dq_tile(unsigned qa, unsigned ya, int wr, unsigned ks, unsigned vs,
                                                 float (&dq)[D / 8][4], float sl, const float (&lse2)[2],
                                                 const float (&dl)[2], int ir, int glast, int j0, int s,
-                                                const int *doc, const int (&qd)[2], const ftk_wg_turn<PP> &turn,
-                                                bool active)
+                                                const int *doc, const int (&qd)[2])
 {
     constexpr int NT8 = CK / 8;
     const int t4 = threadIdx.x & 3;
 #pragma unroll
     for (int c = 0; c < BN / CK; c++) {
-        /* nothing where every key of the chunk follows the warpgroup's rows */
-        bool run = active && !(MASK && j0 + c * CK > glast);
+        if (MASK && j0 + c * CK > glast)
+            continue; /* every key of the chunk follows the warpgroup's rows */
         float sc[NT8][4], dp[NT8][4];
-        turn.mine();
-        if (run) {
-            ftk_wg_fence();
+        ftk_wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                ftk_wg<CK>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(qa, wr, kk * 16), ftk_wg_kmaj<BN>(ks, c * CK, kk * 16),
-                               kk > 0);
+        for (int kk = 0; kk < D / 16; kk++)
+            ftk_wg<CK>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(qa, wr, kk * 16), ftk_wg_kmaj<BN>(ks, c * CK, kk * 16), kk > 0);
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                ftk_wg<CK>::ss(dp, ftk_wg_kmaj<FTK_TC_BM>(ya, wr, kk * 16), ftk_wg_kmaj<BN>(vs, c * CK, kk * 16),
-                               kk > 0);
-            ftk_wg_commit();
-        }
-        turn.theirs();
-        if (!run)
-            continue;
+        for (int kk = 0; kk < D / 16; kk++)
+            ftk_wg<CK>::ss(dp, ftk_wg_kmaj<FTK_TC_BM>(ya, wr, kk * 16), ftk_wg_kmaj<BN>(vs, c * CK, kk * 16), kk > 0);
+        ftk_wg_commit();
         ftk_wg_wait0();
         ftk_wg_keep(sc);
         ftk_wg_keep(dp);
@@ -533,8 +471,7 @@ __device__ __forceinline__ void attn_wg_dq_tile(unsigned qa, unsigned ya, int wr
 
 /* dq on Hopper: a block per two tiles of 128 query rows of one head (the longest and the
  * shortest left), Q and dY resident; the key tiles with their values up to the diagonal. */
-template <int D, int BN, int CK, bool PP, class TS, class TO>
-__device__ __forceinline__ void attn_wg_dq(const ftk_args_t &a)
+template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ void attn_wg_dq(const ftk_args_t &a)
 {
     constexpr int BM = FTK_TC_BM, TILE = BN * D * 2, OWN1 = BM * D * 2;
     typedef ftk_wg_lay<2 * OWN1, 2 * TILE, 0> L;
@@ -583,8 +520,6 @@ __device__ __forceinline__ void attn_wg_dq(const ftk_args_t &a)
                     for (int dt = 0; dt < D / 8; dt++)
                         dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.0f;
                     int stage = 0;
-                    const ftk_wg_turn<PP> turn = {wg};
-                    turn.begin();
                     while (t <= tlast) {
                         int tn = ftk_tc_next<BN>(rng, own, t + 1, tlast);
                         unsigned cur = sa + (stage ? L::ST1 : L::ST0), nx = sa + (stage ? L::ST0 : L::ST1);
@@ -595,17 +530,16 @@ __device__ __forceinline__ void attn_wg_dq(const ftk_args_t &a)
                         ftk_cp_commit();
                         int j0 = t * BN;
                         if (j0 + BN - 1 <= i0 && i0 + BM <= g.s && ftk_tc_one_doc<BN>(rng, own, t))
-                            attn_wg_dq_tile<D, BN, CK, PP, false>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, dq, sl, lse2,
-                                                                  dl, ir, gr0 + 63, j0, g.s, doc, qd, turn, true);
-                        else
-                            attn_wg_dq_tile<D, BN, CK, PP, true>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, dq, sl, lse2,
-                                                                 dl, ir, gr0 + 63, j0, g.s, doc, qd, turn, gr0 < g.s);
+                            attn_wg_dq_tile<D, BN, CK, false>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, dq, sl, lse2, dl,
+                                                              ir, gr0 + 63, j0, g.s, doc, qd);
+                        else if (gr0 < g.s)
+                            attn_wg_dq_tile<D, BN, CK, true>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, dq, sl, lse2, dl,
+                                                             ir, gr0 + 63, j0, g.s, doc, qd);
                         ftk_wg_landed();
                         __syncthreads();
                         t = tn;
                         stage ^= 1;
                     }
-                    turn.end();
 #pragma unroll
                     for (int r = 0; r < 2; r++) {
                         int i = ir + 8 * r;
@@ -626,39 +560,31 @@ __device__ __forceinline__ void attn_wg_dq(const ftk_args_t &a)
  * own K and V tiles; wr: the warpgroup's first row in them; gj0: its first key; st: the tile's
  * (lse, delta) pairs. */
 enum { ATT_WG_DV, ATT_WG_DK, ATT_WG_DKV };
-template <int D, int BN, int CK, int MODE, bool PP, bool MASK>
+template <int D, int BN, int CK, int MODE, bool MASK>
 __device__ __forceinline__ void attn_wg_kv_tile(unsigned ka, unsigned va, int wr, unsigned qs, unsigned ys,
                                                 float (&acc)[D / 8][4], float (&accv)[MODE == ATT_WG_DKV ? D / 8 : 1][4],
                                                 const float2 *st, float sl, int jr, int gj0, int i0, int s,
-                                                const int *doc, const int (&kd)[2], const ftk_wg_turn<PP> &turn,
-                                                bool active)
+                                                const int *doc, const int (&kd)[2])
 {
     constexpr int NT8 = CK / 8;
     constexpr bool DK = MODE != ATT_WG_DV, BOTH = MODE == ATT_WG_DKV;
     const int t4 = threadIdx.x & 3;
 #pragma unroll
     for (int c = 0; c < BN / CK; c++) {
-        /* nothing where every query of the chunk precedes the warpgroup's keys */
-        bool run = active && !(MASK && i0 + c * CK + CK - 1 < gj0);
+        if (MASK && i0 + c * CK + CK - 1 < gj0)
+            continue; /* every query of the chunk precedes the warpgroup's keys */
         float sc[NT8][4], dp[DK ? NT8 : 1][4];
-        turn.mine();
-        if (run) {
-            ftk_wg_fence();
+        ftk_wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            ftk_wg<CK>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(ka, wr, kk * 16), ftk_wg_kmaj<BN>(qs, c * CK, kk * 16), kk > 0);
+        if constexpr (DK) {
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
-                ftk_wg<CK>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(ka, wr, kk * 16), ftk_wg_kmaj<BN>(qs, c * CK, kk * 16),
+                ftk_wg<CK>::ss(dp, ftk_wg_kmaj<FTK_TC_BM>(va, wr, kk * 16), ftk_wg_kmaj<BN>(ys, c * CK, kk * 16),
                                kk > 0);
-            if constexpr (DK) {
-#pragma unroll
-                for (int kk = 0; kk < D / 16; kk++)
-                    ftk_wg<CK>::ss(dp, ftk_wg_kmaj<FTK_TC_BM>(va, wr, kk * 16), ftk_wg_kmaj<BN>(ys, c * CK, kk * 16),
-                                   kk > 0);
-            }
-            ftk_wg_commit();
         }
-        turn.theirs();
-        if (!run)
-            continue;
+        ftk_wg_commit();
         ftk_wg_wait0();
         ftk_wg_keep(sc);
         if constexpr (DK)
@@ -716,7 +642,7 @@ __device__ __forceinline__ void attn_wg_kv_tile(unsigned ka, unsigned va, int wr
  * one kv head (p and the p-th from the end), K (and V) resident; for every query head of the
  * group in turn, the query tiles from the one holding the tile's first key to the end, with
  * their dY rows and statistics. */
-template <int D, int BN, int CK, int MODE, bool PP, class TS, class TO>
+template <int D, int BN, int CK, int MODE, class TS, class TO>
 __device__ __forceinline__ void attn_wg_kv(const ftk_args_t &a)
 {
     constexpr int BM = FTK_TC_BM, TILE = BN * D * 2, OWN1 = BM * D * 2;
@@ -769,8 +695,6 @@ __device__ __forceinline__ void attn_wg_kv(const ftk_args_t &a)
                                 accv[dt][e] = 0.0f;
                         }
                     int stage = 0;
-                    const ftk_wg_turn<PP> turn = {wg};
-                    turn.begin();
                     while (hh < g.group) {
                         int tn = ftk_tc_next<BN>(rng, own, t + 1, tlast), hn = hh;
                         if (tn > tlast) {
@@ -789,20 +713,17 @@ __device__ __forceinline__ void attn_wg_kv(const ftk_args_t &a)
                         ftk_cp_commit();
                         int i0 = t * BN;
                         if (j0 + BM - 1 <= i0 && i0 + BN <= g.s && ftk_tc_one_doc<BN>(rng, own, t))
-                            attn_wg_kv_tile<D, BN, CK, MODE, PP, false>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, acc,
-                                                                        accv, st, sl, jr, gj0, i0, g.s, doc, kd, turn,
-                                                                        true);
-                        else
-                            attn_wg_kv_tile<D, BN, CK, MODE, PP, true>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, acc,
-                                                                       accv, st, sl, jr, gj0, i0, g.s, doc, kd, turn,
-                                                                       gj0 < g.s);
+                            attn_wg_kv_tile<D, BN, CK, MODE, false>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, acc, accv,
+                                                                    st, sl, jr, gj0, i0, g.s, doc, kd);
+                        else if (gj0 < g.s)
+                            attn_wg_kv_tile<D, BN, CK, MODE, true>(sa, sa + OWN1, 64 * wg, cur, cur + TILE, acc, accv,
+                                                                   st, sl, jr, gj0, i0, g.s, doc, kd);
                         ftk_wg_landed();
                         __syncthreads();
                         t = tn;
                         hh = hn;
                         stage ^= 1;
                     }
-                    turn.end();
                     float f = DK ? g.scale : 1.0f;
 #pragma unroll
                     for (int r = 0; r < 2; r++) {
@@ -822,20 +743,17 @@ __device__ __forceinline__ void attn_wg_kv(const ftk_args_t &a)
 
 /* (q, k, v, doc, dy, stats) -> dk, dv, or dk and dv (dv into input 6), on Hopper (entry
  * points: emit.c). */
-template <int D, int BN, int CK, bool PP, class TS, class TO>
-__device__ __forceinline__ void attn_wg_dk(const ftk_args_t &a)
+template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ void attn_wg_dk(const ftk_args_t &a)
 {
-    attn_wg_kv<D, BN, CK, ATT_WG_DK, PP, TS, TO>(a);
+    attn_wg_kv<D, BN, CK, ATT_WG_DK, TS, TO>(a);
 }
-template <int D, int BN, int CK, bool PP, class TS, class TO>
-__device__ __forceinline__ void attn_wg_dv(const ftk_args_t &a)
+template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ void attn_wg_dv(const ftk_args_t &a)
 {
-    attn_wg_kv<D, BN, CK, ATT_WG_DV, PP, TS, TO>(a);
+    attn_wg_kv<D, BN, CK, ATT_WG_DV, TS, TO>(a);
 }
-template <int D, int BN, int CK, bool PP, class TS, class TO>
-__device__ __forceinline__ void attn_wg_dkv(const ftk_args_t &a)
+template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ void attn_wg_dkv(const ftk_args_t &a)
 {
-    attn_wg_kv<D, BN, CK, ATT_WG_DKV, PP, TS, TO>(a);
+    attn_wg_kv<D, BN, CK, ATT_WG_DKV, TS, TO>(a);
 }
 
 } /* namespace ftk */
