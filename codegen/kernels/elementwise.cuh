@@ -11,22 +11,32 @@
  * through ftk_map1/2/3 (below): 8 elements per thread and step with 16-byte accesses where
  * alignment allows. */
 
-__device__ __forceinline__ float ftk_sigmoid(float x)
+/* FAST: __expf and __fdividef (a few ulp, against the 2^-9 of a bf16 or f16 store), used where
+ * the result is stored in 16 bits: the accurate expf and IEEE division made swiglu and its
+ * backward instruction-bound at 2.4-3.1 TB/s. */
+template <bool FAST = false> __device__ __forceinline__ float ftk_sigmoid(float x)
 {
+    if constexpr (FAST)
+        return __fdividef(1.0f, 1.0f + __expf(-x)); /* x -> -inf: 1 / inf = 0 */
     if (x >= 0.0f)
         return 1.0f / (1.0f + expf(-x));
     float z = expf(x); /* exp only sees a non-positive argument: no overflow */
     return z / (1.0f + z);
 }
 
-__device__ __forceinline__ float ftk_silu(float x) { return x * ftk_sigmoid(x); }
+template <bool FAST = false> __device__ __forceinline__ float ftk_silu(float x) { return x * ftk_sigmoid<FAST>(x); }
 
 /* d silu(x)/dx = s (1 + x (1 - s)) */
-__device__ __forceinline__ float ftk_dsilu(float x)
+template <bool FAST = false> __device__ __forceinline__ float ftk_dsilu(float x)
 {
-    float s = ftk_sigmoid(x);
+    float s = ftk_sigmoid<FAST>(x);
     return s * (1.0f + x * (1.0f - s));
 }
+
+/* Whether an op storing into TO may take the FAST sigmoid. */
+template <class TO> struct ftk_fast_ok {
+    static constexpr bool value = sizeof(TO) == 2;
+};
 
 /* ---- vectorised maps ----
  * The memory-bound elementwise kernels move 8 elements per thread and step with 16-byte
@@ -282,31 +292,32 @@ template <class TA, class TO> __device__ __forceinline__ void cast(const ftk_arg
 
 template <class TX, class TO> __device__ __forceinline__ void silu(const ftk_args_t &a)
 {
-    ftk_map1<TO, TX>(a, [](float x) { return ftk_silu(x); });
+    ftk_map1<TO, TX>(a, [](float x) { return ftk_silu<ftk_fast_ok<TO>::value>(x); });
 }
 
 /* (x, dy) -> dy * silu'(x) */
 template <class TX, class TY, class TO> __device__ __forceinline__ void silu_bwd(const ftk_args_t &a)
 {
-    ftk_map2<TO, TX, TY>(a, [](float x, float dy) { return dy * ftk_dsilu(x); });
+    ftk_map2<TO, TX, TY>(a, [](float x, float dy) { return dy * ftk_dsilu<ftk_fast_ok<TO>::value>(x); });
 }
 
 /* (g, u) -> silu(g) * u */
 template <class TG, class TU, class TO> __device__ __forceinline__ void swiglu(const ftk_args_t &a)
 {
-    ftk_map2<TO, TG, TU>(a, [](float g, float u) { return ftk_silu(g) * u; });
+    ftk_map2<TO, TG, TU>(a, [](float g, float u) { return ftk_silu<ftk_fast_ok<TO>::value>(g) * u; });
 }
 
 /* (g, u, dy) -> dy * u * silu'(g) */
 template <class TG, class TU, class TY, class TO> __device__ __forceinline__ void swiglu_bwd_g(const ftk_args_t &a)
 {
-    ftk_map3<TO, TG, TU, TY>(a, [](float g, float u, float dy) { return dy * u * ftk_dsilu(g); });
+    ftk_map3<TO, TG, TU, TY>(a,
+                             [](float g, float u, float dy) { return dy * u * ftk_dsilu<ftk_fast_ok<TO>::value>(g); });
 }
 
 /* (g, dy) -> dy * silu(g) */
 template <class TG, class TY, class TO> __device__ __forceinline__ void swiglu_bwd_u(const ftk_args_t &a)
 {
-    ftk_map2<TO, TG, TY>(a, [](float g, float dy) { return dy * ftk_silu(g); });
+    ftk_map2<TO, TG, TY>(a, [](float g, float dy) { return dy * ftk_silu<ftk_fast_ok<TO>::value>(g); });
 }
 
 /* (buf, x) -> buf += x in place (the output is buf). */
