@@ -473,8 +473,7 @@ static void attn_vjp(ir_graph_t *g, int node, int dy, const bool need[IR_MAX_SRC
     ir_dtype_t sd = stats_dtype(n.dtype);
     int lse = ir_node_dt(g, OP_ATTN_LSE, sd, 3, (const int[]){n.src[0], n.src[1], n.src[3]}, n.ip, n.fp);
     int dyo = g->t[dy].dtype != n.dtype ? ir_cast(g, dy, n.dtype) : dy;
-    int prod = ir_node_dt(g, OP_MUL, sd, 2, (const int[]){node, dyo}, NULL, NULL);
-    int delta = ir_node_dt(g, OP_ROWSUM, sd, 1, (const int[]){prod}, NULL, NULL);
+    int delta = ir_node_dt(g, OP_ROWSUM, sd, 2, (const int[]){node, dyo}, NULL, NULL); /* rowsum(o * dy) */
     int stats = ir_concat(g, lse, delta, 3);
     if (stats < 0)
         return; /* g->err says why */
@@ -694,6 +693,8 @@ const ir_op_desc_t ir_op_attn_lse = {
 
 /* ------------------------------------------------------------------ rowsum */
 
+/* rowsum(a) sums a's rows; rowsum(a, b) the rows of a * b (one pass, no product in memory:
+ * attention's delta), with b of a's shape and dtype. */
 static int rowsum_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
 {
     const ir_tensor_t *x = op_src(g, node, 0);
@@ -701,6 +702,14 @@ static int rowsum_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
         return -1;
     if (x->ndim < 1)
         return ft_fail(e, "rowsum: the input is a scalar; it needs an axis to sum over");
+    if (node->nsrc == 2) {
+        const ir_tensor_t *y = op_src(g, node, 1);
+        if (want_same_shape("rowsum", "a", x, "b", y, e))
+            return -1;
+        if (y->dtype != x->dtype)
+            return ft_fail(e, "rowsum: a and b must share a dtype (%s, %s)", ir_dtype_name(x->dtype),
+                           ir_dtype_name(y->dtype));
+    }
     op_copy_shape(node, x);
     node->shape[node->ndim - 1] = 1;
     return 0;
@@ -710,20 +719,27 @@ static int rowsum_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
  * product [N,1]·[1,D] with a row of ones (there is no broadcast op). */
 static void rowsum_vjp(ir_graph_t *g, int node, int dy, const bool need[IR_MAX_SRC], int dsrc[IR_MAX_SRC])
 {
-    if (!need[0])
+    const ir_tensor_t n = g->t[node], x = g->t[n.src[0]];
+    if (!need[0] && !(n.nsrc == 2 && need[1]))
         return;
-    const ir_tensor_t x = g->t[g->t[node].src[0]];
     int64_t d = last_dim(&x), rows = ir_numel(&x) / d;
     int col = g->t[dy].dtype != x.dtype ? ir_cast(g, dy, x.dtype) : dy;
     col = ir_reshape(g, col, 2, (const int64_t[]){rows, 1});
     int ones = ir_fill(g, -1, 1.0, 2, (const int64_t[]){1, d}, x.dtype);
-    int full = ir_matmul(g, col, ones, false, false);
-    dsrc[0] = ir_reshape(g, full, x.ndim, x.shape);
+    int full = ir_reshape(g, ir_matmul(g, col, ones, false, false), x.ndim, x.shape);
+    if (n.nsrc == 1) {
+        dsrc[0] = full;
+        return;
+    }
+    if (need[0]) /* d a = dy b, d b = dy a */
+        dsrc[0] = ir_mul(g, full, n.src[1]);
+    if (need[1])
+        dsrc[1] = ir_mul(g, full, n.src[0]);
 }
 
 static void rowsum_cost(const ir_graph_t *g, const ir_tensor_t *node, double *flops, double *bytes)
 {
-    *flops = (double)ir_numel(op_src(g, node, 0));
+    *flops = (double)node->nsrc * (double)ir_numel(op_src(g, node, 0));
     *bytes = op_io_bytes(g, node);
 }
 
@@ -734,13 +750,13 @@ static void rowsum_cpu(const ir_cpu_args_t *a)
     for (int64_t r = 0; r < rows; r++) {
         double s = 0;
         for (int64_t j = 0; j < d; j++)
-            s += a->in[0][r * d + j];
+            s += a->node->nsrc == 2 ? a->in[0][r * d + j] * a->in[1][r * d + j] : a->in[0][r * d + j];
         a->out[r] = s;
     }
 }
 
 const ir_op_desc_t ir_op_rowsum = {
-    .name = "rowsum", .min_src = 1, .max_src = 1,
+    .name = "rowsum", .min_src = 1, .max_src = 2,
     .shape = rowsum_shape, .vjp = rowsum_vjp, .cost = rowsum_cost, .cpu = rowsum_cpu,
 };
 

@@ -516,8 +516,12 @@ static void test_rowsum(void)
     int x = fx_leaf(&f, "x", IR_F64, 2, (const int64_t[]){2, 3}, (const double[]){1, 2, 3.5, -1, 0.25, 4}, 0);
     int r = ir_node(&f.g, OP_ROWSUM, 1, &x, NULL, NULL);
     CHECK(r >= 0 && f.g.t[r].ndim == 2 && f.g.t[r].shape[0] == 2 && f.g.t[r].shape[1] == 1);
+    int w = fx_leaf(&f, "w", IR_F64, 2, (const int64_t[]){2, 3}, (const double[]){2, 0.5, -1, 3, 4, 0.5}, 0);
+    int r2 = ir_node(&f.g, OP_ROWSUM, 2, (const int[]){x, w}, NULL, NULL); /* the rows of x * w */
+    CHECK(r2 >= 0 && f.g.t[r2].shape[0] == 2 && f.g.t[r2].shape[1] == 1);
     double **val = fx_eval(&f);
     CHECK(val[r][0] == 6.5 && val[r][1] == 3.25);
+    CHECK(val[r2][0] == 2 + 1 - 3.5 && val[r2][1] == -3 + 1 + 2);
     fx_done(&f, val);
     fx_free(&f);
 
@@ -534,6 +538,16 @@ static void test_rowsum(void)
         fd_check(&f.g, y, (const int[]){a, b}, 2, f.v, label);
         fx_verify(&f, label);
         fx_free(&f);
+        /* the two-input form: d a = dy b, d b = dy a */
+        fx_init(&f);
+        a = fx_leaf(&f, "a", IR_F64, nd[k], shapes[k], NULL, 1.0);
+        b = fx_leaf(&f, "b", IR_F64, nd[k], shapes[k], NULL, 1.0);
+        y = ir_node(&f.g, OP_ROWSUM, 2, (const int[]){a, b}, NULL, NULL);
+        CHECK_MSG(y >= 0, "rowsum(a, b): %s", f.g.err);
+        snprintf(label, sizeof label, "rowsum(a, b) %d-D", nd[k]);
+        fd_check(&f.g, y, (const int[]){a, b}, 2, f.v, label);
+        fx_verify(&f, label);
+        fx_free(&f);
     }
 
     ir_graph_t g;
@@ -545,11 +559,23 @@ static void test_rowsum(void)
     int ids = ir_leaf(&g, "ids", IR_INPUT, IR_I32, 1, (const int64_t[]){4});
     expect_error(&g, ir_node(&g, OP_ROWSUM, 1, &ids, NULL, NULL), "rowsum", "floating point", "rowsum of i32");
     ir_graph_free(&g);
+    ir_graph_init(&g);
+    int m = ir_leaf(&g, "m", IR_INPUT, IR_F32, 2, (const int64_t[]){4, 3});
+    int m2 = ir_leaf(&g, "m2", IR_INPUT, IR_F32, 2, (const int64_t[]){4, 2});
+    int mb = ir_leaf(&g, "mb", IR_INPUT, IR_BF16, 2, (const int64_t[]){4, 3});
+    ir_graph_t g2;
+    ir_graph_copy(&g2, &g);
+    expect_error(&g, ir_node(&g, OP_ROWSUM, 2, (const int[]){m, m2}, NULL, NULL), "rowsum", "shape",
+                 "rowsum(a, b) of two shapes");
+    ir_graph_free(&g);
+    expect_error(&g2, ir_node(&g2, OP_ROWSUM, 2, (const int[]){m, mb}, NULL, NULL), "rowsum", "share a dtype",
+                 "rowsum(a, b) of two dtypes");
+    ir_graph_free(&g2);
 }
 
 /* The backward of attn reads the row statistics: each gradient is an attn_bwd node whose
- * sixth input concatenates attn_lse(q, k, doc) and rowsum(o * dy) along axis 3, all in f32
- * for bf16 attention (the product too), all marked as backward nodes. */
+ * sixth input concatenates attn_lse(q, k, doc) and rowsum(o, dy) (the rows of o * dy) along
+ * axis 3, all in f32 for bf16 attention, all marked as backward nodes. */
 static void test_attn_vjp_nodes(void)
 {
     fx_t f;
@@ -577,9 +603,9 @@ static void test_attn_vjp_nodes(void)
     const ir_tensor_t *lse = &f.g.t[st->src[0]], *delta = &f.g.t[st->src[1]];
     CHECK(lse->op == OP_ATTN_LSE && lse->dtype == IR_F32 && lse->fp[0] == 0.25 && lse->src[0] == q &&
           lse->src[1] == k && lse->src[2] == d && (lse->flags & IR_FLAG_BWD));
-    CHECK(delta->op == OP_ROWSUM && delta->dtype == IR_F32 && (delta->flags & IR_FLAG_BWD));
-    const ir_tensor_t *prod = &f.g.t[delta->src[0]];
-    CHECK(prod->op == OP_MUL && prod->dtype == IR_F32 && prod->src[0] == y && prod->src[1] == dy);
+    /* delta = rowsum(o * dy) in one node: the product never stored */
+    CHECK(delta->op == OP_ROWSUM && delta->dtype == IR_F32 && (delta->flags & IR_FLAG_BWD) && delta->nsrc == 2 &&
+          delta->src[0] == y && delta->src[1] == dy);
     fx_verify(&f, "attn vjp nodes");
     fx_free(&f);
 }

@@ -1,6 +1,6 @@
 /* attention.cuh — causal, document-masked attention with grouped key/value heads: the
  * forward, the softmax row statistics (attn_lse), the row sum that gives the backward its
- * delta (rowsum), and the backward from those statistics. Tiled, O(S^2 Dh) work, no S x S
+ * delta (rowsum, of one tensor or of a product of two), and the backward from those statistics. Tiled, O(S^2 Dh) work, no S x S
  * buffer. Two paths: fp32 CUDA-core arithmetic for every storage type and Dh <= 256, and,
  * where q, k, v (and dy) are bf16 and Dh is 64 or 128, the tensor cores (mma.sync bf16 ->
  * fp32, FlashAttention-2's scheme; the section "the tensor-core path" below describes its
@@ -499,19 +499,29 @@ __device__ __forceinline__ void attn_bwd(const ftk_args_t &a)
 
 /* (a[..., D]) -> [..., 1]: a warp per row, lanes over the row in double, a butterfly across
  * the warp (fixed order: deterministic). */
-template <class TA, class TO> __device__ __forceinline__ void rowsum(const ftk_args_t &a)
+template <class TA, class TB, bool TWO, class TO> __device__ __forceinline__ void rowsum_run(const ftk_args_t &a)
 {
     long long d = ftk_last(a, 0), rows = ftk_numel(a, 0) / d;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     for (long long r = (long long)blockIdx.x * nw + w; r < rows; r += (long long)gridDim.x * nw) {
         const TA *x = (const TA *)a.in[0] + r * d;
+        const TB *y = TWO ? (const TB *)a.in[1] + r * d : nullptr;
         double s = 0.0;
         for (long long j = lane; j < d; j += 32)
-            s += ftk_d(x[j]);
+            s += TWO ? ftk_d(x[j]) * ftk_d(y[j]) : ftk_d(x[j]);
         s = ftk_warp_sum(s);
         if (lane == 0)
             ftk_std<TO>(a.out, r, s);
     }
+}
+template <class TA, class TO> __device__ __forceinline__ void rowsum(const ftk_args_t &a)
+{
+    rowsum_run<TA, TA, false, TO>(a);
+}
+/* (a, b) -> the rows of a * b, the product in double (exact for 16-bit inputs) */
+template <class TA, class TB, class TO> __device__ __forceinline__ void rowsum(const ftk_args_t &a)
+{
+    rowsum_run<TA, TB, true, TO>(a);
 }
 
 } /* namespace ftk */

@@ -872,6 +872,15 @@ static void cases_attention(env_t *env)
         begin(&c, tol_of(dt), "rowsum 5x7x33");
         x = leaf(&c, "x", dt, DIMS(5, 7, 33), -1, 1);
         run_case(env, &c, ir_node(&c.g, OP_ROWSUM, 1, &x, NULL, NULL));
+        /* the two-input form (attention's delta: the rows of o * dy, no product in memory) */
+        begin(&c, tol_of(dt), "rowsum(a, b) 2x128x4x128 -> f32");
+        x = leaf(&c, "x", dt, DIMS(2, 128, 4, 128), -1, 1);
+        int y = leaf(&c, "y", dt, DIMS(2, 128, 4, 128), -1, 1);
+        run_case(env, &c, ir_node_dt(&c.g, OP_ROWSUM, IR_F32, 2, (const int[]){x, y}, NULL, NULL));
+        begin(&c, tol_of(dt), "rowsum(a, b) 5x7x33");
+        x = leaf(&c, "x", dt, DIMS(5, 7, 33), -1, 1);
+        y = leaf(&c, "y", dt, DIMS(5, 7, 33), -1, 1);
+        run_case(env, &c, ir_node(&c.g, OP_ROWSUM, 2, (const int[]){x, y}, NULL, NULL));
     }
 }
 
@@ -1237,8 +1246,7 @@ static void bench_config(env_t *env, bench_t *bx, const attn_cfg_t *c, ir_dtype_
     int dy = ir_leaf(&g, "dy", IR_INPUT, dt, 4, qs);
     int o = ir_attn(&g, q, k, v, doc, av.scale);
     int lse = ir_node_dt(&g, OP_ATTN_LSE, IR_F32, 3, (const int[]){q, k, doc}, NULL, FP(av.scale));
-    int prod = ir_node_dt(&g, OP_MUL, IR_F32, 2, (const int[]){o, dy}, NULL, NULL);
-    int delta = ir_node_dt(&g, OP_ROWSUM, IR_F32, 1, &prod, NULL, NULL);
+    int delta = ir_node_dt(&g, OP_ROWSUM, IR_F32, 2, (const int[]){o, dy}, NULL, NULL);
     int st = ir_concat(&g, lse, delta, 3);
     int grads[4] = {-1, -1, -1, -1};
     for (int w = 0; w < 3; w++) {
