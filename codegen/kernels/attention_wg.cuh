@@ -4,7 +4,7 @@
  * attention.cuh's mma.sync kernels for the others; masks, document ranges, grids, the order of
  * the streamed tiles and the per-lane elementwise work are that path's (its helpers are used
  * here), so the two paths differ only in how the matrix products are issued.
- * defines: ftk_wg<N> (the wgmma wrappers), ftk::attn_wg_fwd, ftk::attn_wg_dq, ftk::attn_wg_dk,
+ * defines: ftk_wg<N> (the wgmma wrappers), ftk::attn_wg_fwd, ftk::attn_wg_fwd_ov, ftk::attn_wg_dq, ftk::attn_wg_dk,
  *          ftk::attn_wg_dv, ftk::attn_wg_dkv (dk, and dv into input 6: passes/fuse.c)
  * launch:  256 threads (two warpgroups), grids as attention.cuh's tensor-core kernels;
  *          shared memory ftk_wg_lay (emit.c's attn_wg_smem computes the same).
@@ -65,6 +65,8 @@ template <int R> __device__ __forceinline__ unsigned long long ftk_wg_mnmaj(unsi
 __device__ __forceinline__ void ftk_wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void ftk_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void ftk_wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void ftk_wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+__device__ __forceinline__ void ftk_cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 /* Orders the accumulators' reads and writes after the wait (the compiler sees the wgmma asm as
  * writing them when it is issued). */
@@ -390,6 +392,211 @@ template <int D, int BN, class TO> __device__ __forceinline__ void attn_wg_fwd(c
                         __syncthreads();
                         t = tn;
                         stage ^= 1;
+                    }
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        float lr = l[r];
+                        lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+                        lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+                        int i = ir + 8 * r;
+                        if (i >= g.s)
+                            continue;
+                        long long orow = ftk_tc_row<D>(g, g.hq, b, i, h);
+                        float inv = lr > 0.0f ? 1.0f / lr : 0.0f;
+                        if (a.in[4] && t4 == 0)
+                            ((float *)a.in[4])[(long long)(b * g.s + i) * g.hq + h] = m[r] * FTK_LN2 + logf(lr);
+#pragma unroll
+                        for (int dt = 0; dt < D / 8; dt++)
+                            ftk_st2<TO>(a.out, orow + dt * 8 + 2 * t4, o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+                    }
+                }
+}
+
+/* One key tile of the overlapped forward for the warp's 16 query rows: S = Q Kᵀ issued
+ * together with the previous tile's O += P V (pv: its V tile; pa: its P, relative to the
+ * running max of its own step), the softmax of S while that product runs, then O rescaled
+ * once it has landed. pn: this tile's P for the next step. */
+template <int D, int BN, bool MASK>
+__device__ __forceinline__ void attn_wg_fwd_ov_tile(unsigned qa, int wr, unsigned ks, unsigned pv, bool prev,
+                                                    const unsigned (&pa)[BN / 16][4], unsigned (&pn)[BN / 16][4],
+                                                    float (&o)[D / 8][4], float (&m)[2], float (&l)[2], float sl,
+                                                    int ir, int j0, int s, const int *doc, const int (&qd)[2])
+{
+    constexpr int NT8 = BN / 8;
+    const int t4 = threadIdx.x & 3;
+    float sc[NT8][4];
+    ftk_wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+        ftk_wg<BN>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(qa, wr, kk * 16), ftk_wg_kmaj<BN>(ks, 0, kk * 16), kk > 0);
+    ftk_wg_commit();
+    if (prev) {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+            ftk_wg<D>::rs(o, pa[kk], ftk_wg_mnmaj<BN>(pv, kk * 16), 1);
+        ftk_wg_commit();
+        ftk_wg_wait1(); /* S; P V may still run */
+    } else {
+        ftk_wg_wait0();
+    }
+    ftk_wg_keep(sc);
+    if (MASK) {
+#pragma unroll
+        for (int nt = 0; nt < NT8; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int j = j0 + nt * 8 + 2 * t4 + e, kd = j < s ? doc[j] : 0;
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    int i = ir + 8 * r;
+                    if (!(j <= i && i < s && kd == qd[r]))
+                        sc[nt][2 * r + e] = -FTK_INF;
+                }
+            }
+    }
+    float corr[2];
+    bool up = false;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float x = -FTK_INF;
+#pragma unroll
+        for (int nt = 0; nt < NT8; nt++)
+            x = fmaxf(x, fmaxf(sc[nt][2 * r], sc[nt][2 * r + 1]));
+        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+        float mx = x * sl;
+        bool u = mx > m[r] + FTK_TC_THR;
+        corr[r] = u ? ftk_ex2(m[r] - mx) : 1.0f; /* m = -inf: 0 */
+        m[r] = u ? mx : m[r];
+        l[r] *= corr[r];
+        up |= u;
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float nb = m[r] == -FTK_INF ? 0.0f : -m[r];
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < NT8; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float p = ftk_ex2(fmaf(sc[nt][2 * r + e], sl, nb));
+                sc[nt][2 * r + e] = p;
+                sum += p;
+            }
+        l[r] += sum;
+    }
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++)
+        ftk_c2a(pn[kk], sc[2 * kk], sc[2 * kk + 1]);
+    if (prev) {
+        ftk_wg_wait0();
+        ftk_wg_keep(o);
+    }
+    if (__any_sync(0xffffffffu, up)) { /* the previous P V is in O now: move it to the new max */
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt++) {
+                o[dt][2 * r] *= corr[r];
+                o[dt][2 * r + 1] *= corr[r];
+            }
+    }
+}
+
+/* The forward with each tile's softmax overlapping the previous tile's P V (FlashAttention-3's
+ * intra-warpgroup overlap): three stages of key/value tiles, since tile t's keys and tile
+ * t - 1's values are read at once while tile t + 1 loads. Every warpgroup computes every tile
+ * (the element mask covers what the causal mask hides), so BN is meant to be 128 = BM. */
+template <int D, int BN, class TO> __device__ __forceinline__ void attn_wg_fwd_ov(const ftk_args_t &a)
+{
+    constexpr int BM = FTK_TC_BM, TILE = BN * D * 2, OWN = BM * D * 2, STAGE = 2 * TILE;
+    constexpr int RNG_AT = OWN + 3 * STAGE;
+    static_assert(BM % BN == 0 && BN % 16 == 0 && BN <= 128 && OWN % 1024 == 0 && TILE % 1024 == 0, "tile shapes");
+    ftk_tc_geo g = ftk_tc_geo_of(a);
+    const int ntq = (g.s + BM - 1) / BM, ntk = (g.s + BN - 1) / BN;
+    unsigned sa;
+    unsigned char *sm = ftk_wg_base(sa, RNG_AT + 8LL * ntq);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, gr = lane >> 2, t4 = lane & 3, wg = w >> 2;
+    int2 *rng = (int2 *)(sm + RNG_AT);
+    const float sl = g.scale * FTK_LOG2E;
+    for (int b = blockIdx.z; b < g.nb; b += gridDim.z)
+        for (int h = blockIdx.y; h < g.hq; h += gridDim.y)
+            for (int pp = blockIdx.x; pp < (ntq + 1) / 2; pp += gridDim.x)
+                for (int half = 0; half < 2 && (half == 0 || ntq - 1 - pp != pp); half++) {
+                    int qt = half ? pp : ntq - 1 - pp;
+                    int i0 = qt * BM, hk = h / g.group, ir = i0 + 16 * w + gr;
+                    int tlast = min(ntk - 1, (i0 + BM - 1) / BN);
+                    const int *doc = (const int *)a.in[3] + (long long)b * g.s;
+                    __syncthreads(); /* the previous work's readers are done */
+                    ftk_wg_cp_rows<D, BM>(sa, a.in[0], g, g.hq, b, i0, h);
+                    ftk_tc_ranges<8>(rng, doc, g.s, 0, qt);
+                    int qd[2];
+#pragma unroll
+                    for (int r = 0; r < 2; r++)
+                        qd[r] = ir + 8 * r < g.s ? doc[ir + 8 * r] : 0;
+                    __syncthreads(); /* the ranges */
+                    int2 own = rng[qt];
+                    int t = ftk_tc_next<BN>(rng, own, 0, tlast), tn = ftk_tc_next<BN>(rng, own, t + 1, tlast);
+                    if (t <= tlast) {
+                        ftk_wg_cp_rows<D, BN>(sa + OWN, a.in[1], g, g.hkv, b, t * BN, hk);
+                        ftk_wg_cp_rows<D, BN>(sa + OWN + TILE, a.in[2], g, g.hkv, b, t * BN, hk);
+                    }
+                    ftk_cp_commit(); /* Q and the first tile */
+                    if (tn <= tlast) {
+                        ftk_wg_cp_rows<D, BN>(sa + OWN + STAGE, a.in[1], g, g.hkv, b, tn * BN, hk);
+                        ftk_wg_cp_rows<D, BN>(sa + OWN + STAGE + TILE, a.in[2], g, g.hkv, b, tn * BN, hk);
+                    }
+                    ftk_cp_commit();
+                    ftk_cp_wait1();
+                    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+                    __syncthreads();
+                    float o[D / 8][4], m[2], l[2];
+                    unsigned pa[BN / 16][4], pn[BN / 16][4];
+                    m[0] = m[1] = -FTK_INF;
+                    l[0] = l[1] = 0.0f;
+#pragma unroll
+                    for (int dt = 0; dt < D / 8; dt++)
+                        o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+                    int k = 0;
+                    unsigned pv = 0;
+                    while (t <= tlast) {
+                        unsigned cur = sa + OWN + (k % 3) * STAGE;
+                        int j0 = t * BN;
+                        if (j0 + BN - 1 <= i0 && i0 + BM <= g.s && ftk_tc_one_doc<BN>(rng, own, t))
+                            attn_wg_fwd_ov_tile<D, BN, false>(sa, 64 * wg, cur, pv, k > 0, pa, pn, o, m, l, sl, ir, j0,
+                                                              g.s, doc, qd);
+                        else
+                            attn_wg_fwd_ov_tile<D, BN, true>(sa, 64 * wg, cur, pv, k > 0, pa, pn, o, m, l, sl, ir, j0,
+                                                             g.s, doc, qd);
+#pragma unroll
+                        for (int kk = 0; kk < BN / 16; kk++)
+#pragma unroll
+                            for (int e = 0; e < 4; e++)
+                                pa[kk][e] = pn[kk][e];
+                        pv = cur + TILE;
+                        __syncthreads(); /* the stage before cur is read by neither warpgroup now */
+                        int tnn = tn <= tlast ? ftk_tc_next<BN>(rng, own, tn + 1, tlast) : tlast + 1;
+                        if (tnn <= tlast) {
+                            unsigned fr = sa + OWN + ((k + 2) % 3) * STAGE;
+                            ftk_wg_cp_rows<D, BN>(fr, a.in[1], g, g.hkv, b, tnn * BN, hk);
+                            ftk_wg_cp_rows<D, BN>(fr + TILE, a.in[2], g, g.hkv, b, tnn * BN, hk);
+                        }
+                        ftk_cp_commit();
+                        ftk_cp_wait1(); /* tile tn landed */
+                        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+                        __syncthreads();
+                        t = tn;
+                        tn = tnn;
+                        k++;
+                    }
+                    if (k > 0) { /* the last tile's P V */
+                        ftk_wg_fence();
+#pragma unroll
+                        for (int kk = 0; kk < BN / 16; kk++)
+                            ftk_wg<D>::rs(o, pa[kk], ftk_wg_mnmaj<BN>(pv, kk * 16), 1);
+                        ftk_wg_commit();
+                        ftk_wg_wait0();
+                        ftk_wg_keep(o);
                     }
 #pragma unroll
                     for (int r = 0; r < 2; r++) {
