@@ -1156,8 +1156,6 @@ static const alt_cfg_t alt_cfgs[] = {
     {5, 64, 128, 0, 0, 64, 1}, {5, 64, 64, 0, 0, 64, 1},
     /* attn with each tile's softmax overlapping the previous P V (oreg 1: attn_wg_fwd_ov) */
     {0, 128, 128, 0, 1, 0, 1}, {0, 128, 64, 0, 1, 0, 1}, {0, 64, 128, 0, 1, 0, 1}, {0, 64, 64, 0, 1, 0, 1},
-    /* attn without the overlap, the two-block configurations the fallback takes */
-    {0, 128, 64, 0, 0, 0, 2}, {0, 64, 128, 0, 0, 0, 2},
 };
 #define NALT (sizeof alt_cfgs / sizeof alt_cfgs[0])
 
