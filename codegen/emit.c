@@ -160,7 +160,6 @@ typedef struct {
     int bn;   /* rows per streamed tile */
     int ck;   /* dq, dk, dv: streamed rows per score step */
     int minb; /* blocks per SM the registers are budgeted for */
-    int ov;   /* attn: each tile's softmax overlaps the previous tile's P V (attn_wg_fwd_ov) */
 } attn_wg_cfg_t;
 
 /* Measured with test_kernels' alternatives (H200, B2 S8192 Hq32 Hkv8): two blocks per SM wherever
@@ -169,7 +168,7 @@ typedef struct {
  * other's products; else 128-row stages (fewer barriers). */
 static const attn_wg_cfg_t attn_wg_cfgs[ATC_COUNT][2] = {
     /*            Dh 64         Dh 128 */
-    [ATC_FWD] = {{128, 0, 1, 1}, {128, 0, 1, 1}},
+    [ATC_FWD] = {{128, 0, 2}, {64, 0, 2}},
     [ATC_DQ] = {{64, 64, 2}, {128, 64, 1}},
     [ATC_DK] = {{64, 64, 2}, {128, 64, 1}},
     [ATC_DV] = {{64, 64, 2}, {64, 32, 2}},
@@ -185,8 +184,6 @@ static bool attn_wg_on(const char *target, int kind)
 {
     return kind >= 0 && attn_wg_tmpl[kind] && ft_target_hopper(target);
 }
-
-static attn_wg_cfg_t attn_wg_cfg(const ir_graph_t *g, const ir_tensor_t *t, int kind, const char *target);
 
 static const char *const attn_tc_tmpl[ATC_COUNT] = {"attn_tc_fwd", "attn_tc_lse", "attn_tc_dq", "attn_tc_dk",
                                                     "attn_tc_dv", NULL};
@@ -423,14 +420,13 @@ static void emit_attn_tc_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en
 
 /* A Hopper attention entry point (attention_wg.cuh's ftk::attn_wg_fwd <D, BN, TO>; attn_wg_dq,
  * _dk, _dv <D, BN, CK, TS, TO>), under the tensor-core path's name. */
-static void emit_attn_wg_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en, int kind, const char *target)
+static void emit_attn_wg_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en, int kind)
 {
     const ir_tensor_t *t = &g->t[en->node];
-    attn_wg_cfg_t cfg = attn_wg_cfg(g, t, kind, target), *c = &cfg;
+    const attn_wg_cfg_t *c = &attn_wg_cfgs[kind][g->t[t->src[0]].shape[3] == 128];
     sb_printf(b, "extern \"C\" __global__ void __launch_bounds__(%d, %d) %s(const __grid_constant__ ftk_args_t a)\n{\n",
               CG_ATT_WG_THREADS, c->minb, en->name);
-    sb_printf(b, "    ftk::%s%s<%lld, %d, ", attn_wg_tmpl[kind], c->ov ? "_ov" : "", (long long)g->t[t->src[0]].shape[3],
-              c->bn);
+    sb_printf(b, "    ftk::%s<%lld, %d, ", attn_wg_tmpl[kind], (long long)g->t[t->src[0]].shape[3], c->bn);
     if (kind >= ATC_DQ)
         sb_printf(b, "%d, %s, ", c->ck, cxx_type[g->t[t->src[5]].dtype]);
     sb_printf(b, "%s>(a);\n}\n\n", cxx_type[t->dtype]);
@@ -441,7 +437,7 @@ static void emit_entry(sbuf_t *b, const ir_graph_t *g, const entry_t *en, const 
     const ir_tensor_t *t = &g->t[en->node];
     int kind = en->stage == 0 ? attn_tc_kind(g, t) : -1;
     if (attn_wg_on(target, kind)) {
-        emit_attn_wg_entry(b, g, en, kind, target);
+        emit_attn_wg_entry(b, g, en, kind);
         return;
     }
     if (kind == ATC_DKV) { /* cg_launch_of refuses it first where launch records are made */
@@ -595,23 +591,8 @@ static int64_t attn_wg_smem(int kind, int64_t dh, const attn_wg_cfg_t *c, int64_
     int64_t own = CG_ATT_TC_OWN * dh * 2, tile = c->bn * dh * 2;
     int64_t owns = kind == ATC_FWD || kind == ATC_DV ? own : 2 * own;
     int64_t xtra = kind >= ATC_DK ? c->bn * 8 : 0;
-    int64_t stages = kind == ATC_FWD && c->ov ? 3 : 2;
-    int64_t end = owns + 2 * stages * tile + 2 * xtra;
+    int64_t end = owns + 4 * tile + 2 * xtra;
     return (end + 15) / 16 * 16 + ceil_div(ns, CG_ATT_TC_OWN) * 8 + 1024;
-}
-
-/* Node t's Hopper configuration: attn_wg_cfgs' row, without the overlapped forward's third
- * stage where the sequence's document ranges would push it past the target's shared memory
- * (S > 32768 at Dh 128). emit_attn_wg_entry and attn_launch both ask here, so they agree. */
-static attn_wg_cfg_t attn_wg_cfg(const ir_graph_t *g, const ir_tensor_t *t, int kind, const char *target)
-{
-    const ir_tensor_t *q = &g->t[t->src[0]];
-    /* the forward without the overlap: two blocks per SM (measured as attn_wg_cfgs' rows are) */
-    static const attn_wg_cfg_t plain[2] = {{128, 0, 2, 0}, {64, 0, 2, 0}};
-    attn_wg_cfg_t c = attn_wg_cfgs[kind][q->shape[3] == 128];
-    if (c.ov && attn_wg_smem(kind, q->shape[3], &c, q->shape[1]) > (int64_t)cg_smem_limit(target))
-        c = plain[q->shape[3] == 128];
-    return c;
 }
 
 /* Both paths' grids: (own tiles, heads, B); own tiles are of query rows, or of keys (per kv
@@ -635,8 +616,7 @@ static int attn_launch(const ir_graph_t *g, const ir_tensor_t *t, const char *ta
         l->block[0] = wg ? CG_ATT_WG_THREADS : attn_tc_threads(c);
         /* a block per two own tiles: the longest causal work and the shortest */
         l->grid[0] = clamp_u(ceil_div(ceil_div(ns, CG_ATT_TC_OWN), 2), INT32_MAX);
-        attn_wg_cfg_t wc = wg ? attn_wg_cfg(g, t, kind, target) : (attn_wg_cfg_t){0};
-        int64_t smem = wg ? attn_wg_smem(kind, dh, &wc, ns) : attn_tc_smem(kind, dh, c, ns);
+        int64_t smem = wg ? attn_wg_smem(kind, dh, &attn_wg_cfgs[kind][dh == 128], ns) : attn_tc_smem(kind, dh, c, ns);
         if (smem > UINT32_MAX)
             return ft_fail(e, "%s '%s': sequence length %lld is too long for the attention kernels' shared memory",
                            ir_ops[t->op]->name, t->name, (long long)ns);

@@ -693,32 +693,15 @@ static void test_attn_launch(void)
         }
         ir_graph_free(&g);
     }
-    /* past S 32768 at Dh 128 the overlapped forward's third stage and the document ranges
-     * outgrow 227 KiB: the forward falls back to two stages, in the record and in the source */
-    {
-        ir_graph_t g;
-        int ids[5];
-        attn_five(&g, 40960, 128, ids);
-        cg_launch_t l;
-        ft_err_t e;
-        CHECK_MSG(cg_launch_of(&g, ids[0], "sm_90", &l, &e) == 0 && l.block[0] == 256 &&
-                      l.smem == 32768 + 4 * 16384 + 320 * 8 + 1024,
-                  "S 40960: smem %u: %s", l.smem, e.msg);
-        char *src = cg_emit_source(&g, "sm_90", &e);
-        CHECK(src && strstr(src, "ftk::attn_wg_fwd<128, 64, __nv_bfloat16>(a);") && !strstr(src, "attn_wg_fwd_ov<"));
-        free(src);
-        ir_graph_free(&g);
-    }
     /* sm_90 (attention_wg.cuh): 256 threads; shared memory by hand from ftk_wg_lay at S 200 —
      * own tiles of 128 rows (Dh 64: 16384 bytes, Dh 128: 32768; dq and dk two, attn and dv
-     * one), streamed tiles (attn: three stages of 128-row K and V tiles, the overlapped
-     * forward; the backward two stages: Dh 64 64 rows, Dh 128 dq and dk 128, dv 64), dk and
-     * dv's two statistics stages (8 bytes a row), 16 bytes of document ranges, 1024 of
-     * alignment; attn_lse keeps the mma.sync kernel */
+     * one), four streamed tiles (Dh 64: attn 128 rows, the backward 64; Dh 128: attn and dv
+     * 64, dq and dk 128), dk and dv's two statistics stages (8 bytes a row), 16 bytes of
+     * document ranges, 1024 of alignment; attn_lse keeps the mma.sync kernel */
     const unsigned wg_smem[2][5] = {
-        {16384 + 6 * 16384 + 1040, 18432 + 16, 32768 + 32768 + 1040, 32768 + 32768 + 1024 + 1040,
+        {16384 + 65536 + 1040, 18432 + 16, 32768 + 32768 + 1040, 32768 + 32768 + 1024 + 1040,
          16384 + 32768 + 1024 + 1040},
-        {32768 + 6 * 32768 + 1040, 69632 + 16, 65536 + 131072 + 1040, 65536 + 131072 + 2048 + 1040,
+        {32768 + 65536 + 1040, 69632 + 16, 65536 + 131072 + 1040, 65536 + 131072 + 2048 + 1040,
          32768 + 65536 + 1024 + 1040},
     };
     for (int64_t dh = 64; dh <= 128; dh += 64) {
@@ -774,8 +757,8 @@ static void test_attn_launch(void)
     free(src);
     /* sm_90: the same entry points run attention_wg.cuh's kernels */
     src = cg_emit_source(&g, "sm_90", &e);
-    CHECK(src && strstr(src, "__launch_bounds__(256, 1) ftk_attn_bf16_bf16_bf16_i32_bf16_tc128(") &&
-          strstr(src, "ftk::attn_wg_fwd_ov<128, 128, __nv_bfloat16>(a);") &&
+    CHECK(src && strstr(src, "__launch_bounds__(256, 2) ftk_attn_bf16_bf16_bf16_i32_bf16_tc128(") &&
+          strstr(src, "ftk::attn_wg_fwd<128, 64, __nv_bfloat16>(a);") &&
           strstr(src, "__launch_bounds__(256, 1) ftk_attn_bwd_bf16_bf16_bf16_i32_bf16_f32_bf16_tc128_dq(") &&
           strstr(src, "ftk::attn_wg_dq<128, 128, 64, float, __nv_bfloat16>(a);") && !strstr(src, "    ftk::attn_tc_fwd"));
     free(src);

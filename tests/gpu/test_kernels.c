@@ -1154,8 +1154,6 @@ static const alt_cfg_t alt_cfgs[] = {
     /* dk and dv in one node (kind 5) */
     {5, 128, 128, 0, 0, 32, 1}, {5, 128, 64, 0, 0, 64, 1}, {5, 128, 64, 0, 0, 32, 1}, {5, 64, 64, 0, 0, 32, 1},
     {5, 64, 128, 0, 0, 64, 1}, {5, 64, 64, 0, 0, 64, 1},
-    /* attn with each tile's softmax overlapping the previous P V (oreg 1: attn_wg_fwd_ov) */
-    {0, 128, 128, 0, 1, 0, 1}, {0, 128, 64, 0, 1, 0, 1}, {0, 64, 128, 0, 1, 0, 1}, {0, 64, 64, 0, 1, 0, 1},
 };
 #define NALT (sizeof alt_cfgs / sizeof alt_cfgs[0])
 
@@ -1174,8 +1172,7 @@ static unsigned alt_smem(const alt_cfg_t *a, int64_t ns)
     if (a->mi == 0) {
         int64_t own = 128 * a->dh * 2, tile = a->bn * a->dh * 2;
         int64_t owns = a->kind == 0 || a->kind == 4 ? own : 2 * own, xtra = a->kind >= 3 ? a->bn * 8 : 0;
-        int64_t stages = a->kind == 0 && a->oreg ? 3 : 2; /* attn_wg_fwd_ov */
-        return (unsigned)((owns + 2 * stages * tile + 2 * xtra + 15) / 16 * 16 + (ns + 127) / 128 * 8 + 1024);
+        return (unsigned)((owns + 4 * tile + 2 * xtra + 15) / 16 * 16 + (ns + 127) / 128 * 8 + 1024);
     }
     int64_t row = (a->dh + 8) * 2, tile = a->bn * row, own = 128 * row, stage, owns;
     if (a->kind == 0)
@@ -1212,8 +1209,8 @@ static int alt_module(const char *arch, int64_t dh, unsigned char **image, size_
         if (a->mi == 0) {
             at += (size_t)snprintf(src + at, cap - at,
                                    "extern \"C\" __global__ void __launch_bounds__(256, %d) alt_%zu(const "
-                                   "__grid_constant__ ftk_args_t a) { ftk::%s%s<%d, %d, ",
-                                   a->minb, i, wtmpl[a->kind], a->kind == 0 && a->oreg ? "_ov" : "", a->dh, a->bn);
+                                   "__grid_constant__ ftk_args_t a) { ftk::%s<%d, %d, ",
+                                   a->minb, i, wtmpl[a->kind], a->dh, a->bn);
             if (a->kind >= 2)
                 at += (size_t)snprintf(src + at, cap - at, "%d, float, ", a->ck);
             at += (size_t)snprintf(src + at, cap - at, "__nv_bfloat16>(a); }\n");
