@@ -902,42 +902,16 @@ template <class TO> __device__ __forceinline__ void ftk_st2(void *out, long long
     }
 }
 
-namespace ftk {
-
-/* One key tile of the forward for the warp's 16 MI query rows: S = Q Kᵀ, the lazy online
- * softmax update of m (scaled, base 2) and l, and WITH_V O += P V. ir: the lane's first query
- * row; j0: the tile's first key; MASK: apply the element mask. */
-template <int D, int BN, int MI, bool WITH_V, bool QREG, bool MASK>
-__device__ __forceinline__ void attn_tc_fwd_tile(const ftk_tc_own<D, MI, QREG> &q, float (&o)[MI][D / 8][4],
-                                                 float (&m)[MI][2], float (&l)[MI][2], const __nv_bfloat16 *ks,
-                                                 const __nv_bfloat16 *vs, float sl, int ir, int j0, int s,
-                                                 const int *doc, const int (&qd)[MI][2])
+/* The forward's step on a score tile held as C fragments of the warp's 16 MI rows (both
+ * attention paths): the element mask where MASK, the lazy online-softmax update of m (scaled,
+ * base 2) and l (and WITH_V O's rescale), and the scores replaced by p = exp2(s sl - m). ir:
+ * the lane's first row; j0: the tile's first key. */
+template <int D, int MI, int NT8, bool WITH_V, bool MASK>
+__device__ __forceinline__ void ftk_tc_softmax(float (&sc)[MI][NT8][4], float (&o)[MI][D / 8][4], float (&m)[MI][2],
+                                               float (&l)[MI][2], float sl, int ir, int j0, int s, const int *doc,
+                                               const int (&qd)[MI][2])
 {
-    constexpr int P = D + 8, NT8 = BN / 8;
     const int t4 = threadIdx.x & 3;
-    float sc[MI][NT8][4];
-#pragma unroll
-    for (int mi = 0; mi < MI; mi++)
-#pragma unroll
-        for (int nt = 0; nt < NT8; nt++)
-            sc[mi][nt][0] = sc[mi][nt][1] = sc[mi][nt][2] = sc[mi][nt][3] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        unsigned qa[MI][4];
-#pragma unroll
-        for (int mi = 0; mi < MI; mi++)
-            q.get(qa[mi], mi, kk);
-#pragma unroll
-        for (int np = 0; np < BN / 16; np++) {
-            unsigned b[4];
-            ftk_ldsm_bt(b, ks, P, np * 16, kk * 16);
-#pragma unroll
-            for (int mi = 0; mi < MI; mi++) {
-                ftk_mma(sc[mi][2 * np], qa[mi], b[0], b[1]);
-                ftk_mma(sc[mi][2 * np + 1], qa[mi], b[2], b[3]);
-            }
-        }
-    }
     if (MASK) {
 #pragma unroll
         for (int nt = 0; nt < NT8; nt++)
@@ -1003,6 +977,75 @@ __device__ __forceinline__ void attn_tc_fwd_tile(const ftk_tc_own<D, MI, QREG> &
                 }
             l[mi][r] += sum;
         }
+}
+
+/* dq's step on a chunk of NT8 x 8 keys held as C fragments of the warp's 16 MI rows (both
+ * attention paths): P = exp2(s sl - lse log2 e), dS = P (dP - delta), masked where MASK,
+ * into sc. jc: the chunk's first key. */
+template <int MI, int NT8, bool MASK>
+__device__ __forceinline__ void ftk_tc_dq_ds(float (&sc)[MI][NT8][4], const float (&dp)[MI][NT8][4], float sl,
+                                             const float (&lse2)[MI][2], const float (&dl)[MI][2], int ir, int jc,
+                                             int s, const int *doc, const int (&qd)[MI][2])
+{
+    const int t4 = threadIdx.x & 3;
+#pragma unroll
+    for (int nt = 0; nt < NT8; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            int j = jc + nt * 8 + 2 * t4 + e, kd = 0;
+            if (MASK)
+                kd = j < s ? doc[j] : 0;
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float p = ftk_ex2(fmaf(sc[mi][nt][2 * r + e], sl, -lse2[mi][r]));
+                    float f = p * (dp[mi][nt][2 * r + e] - dl[mi][r]);
+                    if (MASK) {
+                        int i = ir + 16 * mi + 8 * r;
+                        f = j <= i && i < s && kd == qd[mi][r] ? f : 0.0f;
+                    }
+                    sc[mi][nt][2 * r + e] = f;
+                }
+        }
+}
+
+namespace ftk {
+
+/* One key tile of the forward for the warp's 16 MI query rows: S = Q Kᵀ, the lazy online
+ * softmax update of m (scaled, base 2) and l, and WITH_V O += P V. ir: the lane's first query
+ * row; j0: the tile's first key; MASK: apply the element mask. */
+template <int D, int BN, int MI, bool WITH_V, bool QREG, bool MASK>
+__device__ __forceinline__ void attn_tc_fwd_tile(const ftk_tc_own<D, MI, QREG> &q, float (&o)[MI][D / 8][4],
+                                                 float (&m)[MI][2], float (&l)[MI][2], const __nv_bfloat16 *ks,
+                                                 const __nv_bfloat16 *vs, float sl, int ir, int j0, int s,
+                                                 const int *doc, const int (&qd)[MI][2])
+{
+    constexpr int P = D + 8, NT8 = BN / 8;
+    float sc[MI][NT8][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+        for (int nt = 0; nt < NT8; nt++)
+            sc[mi][nt][0] = sc[mi][nt][1] = sc[mi][nt][2] = sc[mi][nt][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        unsigned qa[MI][4];
+#pragma unroll
+        for (int mi = 0; mi < MI; mi++)
+            q.get(qa[mi], mi, kk);
+#pragma unroll
+        for (int np = 0; np < BN / 16; np++) {
+            unsigned b[4];
+            ftk_ldsm_bt(b, ks, P, np * 16, kk * 16);
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++) {
+                ftk_mma(sc[mi][2 * np], qa[mi], b[0], b[1]);
+                ftk_mma(sc[mi][2 * np + 1], qa[mi], b[2], b[3]);
+            }
+        }
+    }
+    ftk_tc_softmax<D, MI, NT8, WITH_V, MASK>(sc, o, m, l, sl, ir, j0, s, doc, qd);
     if (WITH_V) {
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
@@ -1166,7 +1209,6 @@ __device__ __forceinline__ void attn_tc_dq_tile(const ftk_tc_own<D, MI, OREG> &q
                                                 const int *doc, const int (&qd)[MI][2])
 {
     constexpr int P = D + 8, NT8 = CK / 8;
-    const int t4 = threadIdx.x & 3;
 #pragma unroll
     for (int c = 0; c < BN / CK; c++) {
         if (MASK && j0 + c * CK > wlast)
@@ -1204,26 +1246,7 @@ __device__ __forceinline__ void attn_tc_dq_tile(const ftk_tc_own<D, MI, OREG> &q
                 }
             }
         }
-#pragma unroll
-        for (int nt = 0; nt < NT8; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int j = j0 + c * CK + nt * 8 + 2 * t4 + e, kd = 0;
-                if (MASK)
-                    kd = j < s ? doc[j] : 0;
-#pragma unroll
-                for (int mi = 0; mi < MI; mi++)
-#pragma unroll
-                    for (int r = 0; r < 2; r++) {
-                        float p = ftk_ex2(fmaf(sc[mi][nt][2 * r + e], sl, -lse2[mi][r]));
-                        float f = p * (dp[mi][nt][2 * r + e] - dl[mi][r]);
-                        if (MASK) {
-                            int i = ir + 16 * mi + 8 * r;
-                            f = j <= i && i < s && kd == qd[mi][r] ? f : 0.0f;
-                        }
-                        sc[mi][nt][2 * r + e] = f;
-                    }
-            }
+        ftk_tc_dq_ds<MI, NT8, MASK>(sc, dp, sl, lse2, dl, ir, j0 + c * CK, s, doc, qd);
 #pragma unroll
         for (int kk = 0; kk < CK / 16; kk++) {
             unsigned fa[MI][4];

@@ -239,89 +239,34 @@ __device__ __forceinline__ unsigned char *ftk_wg_base(unsigned &sa, long long ne
 namespace ftk {
 
 /* One key tile of the forward for the warp's 16 query rows: S = Q Kᵀ (the warpgroup's rows
- * wr of the own tile at qa), the lazy online softmax update of m and l (attention.cuh's
- * attn_tc_fwd_tile), O += P V. ir: the lane's first row; j0: the tile's first key. */
+ * wr of the own tile at qa), attention.cuh's softmax step (ftk_tc_softmax, MI 1), O += P V.
+ * ir: the lane's first row; j0: the tile's first key. */
 template <int D, int BN, bool MASK>
-__device__ __forceinline__ void attn_wg_fwd_tile(unsigned qa, int wr, unsigned ks, unsigned vs, float (&o)[D / 8][4],
-                                                 float (&m)[2], float (&l)[2], float sl, int ir, int j0, int s,
-                                                 const int *doc, const int (&qd)[2])
+__device__ __forceinline__ void attn_wg_fwd_tile(unsigned qa, int wr, unsigned ks, unsigned vs,
+                                                 float (&o)[1][D / 8][4], float (&m)[1][2], float (&l)[1][2], float sl,
+                                                 int ir, int j0, int s, const int *doc, const int (&qd)[1][2])
 {
     constexpr int NT8 = BN / 8;
-    const int t4 = threadIdx.x & 3;
-    float sc[NT8][4];
+    float sc[1][NT8][4];
     ftk_wg_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++)
-        ftk_wg<BN>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(qa, wr, kk * 16), ftk_wg_kmaj<BN>(ks, 0, kk * 16), kk > 0);
+        ftk_wg<BN>::ss(sc[0], ftk_wg_kmaj<FTK_TC_BM>(qa, wr, kk * 16), ftk_wg_kmaj<BN>(ks, 0, kk * 16), kk > 0);
     ftk_wg_commit();
     ftk_wg_wait0();
-    ftk_wg_keep(sc);
-    if (MASK) {
-#pragma unroll
-        for (int nt = 0; nt < NT8; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int j = j0 + nt * 8 + 2 * t4 + e, kd = j < s ? doc[j] : 0;
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    int i = ir + 8 * r;
-                    if (!(j <= i && i < s && kd == qd[r]))
-                        sc[nt][2 * r + e] = -FTK_INF;
-                }
-            }
-    }
-    float mx[2];
-    bool up = false;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float x = -FTK_INF;
-#pragma unroll
-        for (int nt = 0; nt < NT8; nt++)
-            x = fmaxf(x, fmaxf(sc[nt][2 * r], sc[nt][2 * r + 1]));
-        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-        mx[r] = x * sl;
-        up |= mx[r] > m[r] + FTK_TC_THR;
-    }
-    if (__any_sync(0xffffffffu, up)) {
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            bool u = mx[r] > m[r] + FTK_TC_THR;
-            float corr = u ? ftk_ex2(m[r] - mx[r]) : 1.0f;
-            m[r] = u ? mx[r] : m[r];
-            l[r] *= corr;
-#pragma unroll
-            for (int dt = 0; dt < D / 8; dt++) {
-                o[dt][2 * r] *= corr;
-                o[dt][2 * r + 1] *= corr;
-            }
-        }
-    }
+    ftk_wg_keep(sc[0]);
+    ftk_tc_softmax<D, 1, NT8, true, MASK>(sc, o, m, l, sl, ir, j0, s, doc, qd);
     unsigned pa[BN / 16][4];
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float nb = m[r] == -FTK_INF ? 0.0f : -m[r];
-        float sum = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < NT8; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                float p = ftk_ex2(fmaf(sc[nt][2 * r + e], sl, nb));
-                sc[nt][2 * r + e] = p;
-                sum += p;
-            }
-        l[r] += sum;
-    }
-#pragma unroll
     for (int kk = 0; kk < BN / 16; kk++)
-        ftk_c2a(pa[kk], sc[2 * kk], sc[2 * kk + 1]);
+        ftk_c2a(pa[kk], sc[0][2 * kk], sc[0][2 * kk + 1]);
     ftk_wg_fence();
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++)
-        ftk_wg<D>::rs(o, pa[kk], ftk_wg_mnmaj<BN>(vs, kk * 16), 1);
+        ftk_wg<D>::rs(o[0], pa[kk], ftk_wg_mnmaj<BN>(vs, kk * 16), 1);
     ftk_wg_commit();
     ftk_wg_wait0();
-    ftk_wg_keep(o);
+    ftk_wg_keep(o[0]);
 }
 
 /* (q, k, v, doc) -> o, and m + log l into a.in[4] where set, on Hopper: a block per two tiles of
@@ -350,10 +295,10 @@ template <int D, int BN, class TO> __device__ __forceinline__ void attn_wg_fwd(c
                     __syncthreads(); /* the previous work's readers are done */
                     ftk_wg_cp_rows<D, BM>(sa, a.in[0], g, g.hq, b, i0, h);
                     ftk_tc_ranges<8>(rng, doc, g.s, 0, qt);
-                    int qd[2];
+                    int qd[1][2];
 #pragma unroll
                     for (int r = 0; r < 2; r++)
-                        qd[r] = ir + 8 * r < g.s ? doc[ir + 8 * r] : 0;
+                        qd[0][r] = ir + 8 * r < g.s ? doc[ir + 8 * r] : 0;
                     __syncthreads(); /* the ranges */
                     int2 own = rng[qt];
                     int t = ftk_tc_next<BN>(rng, own, 0, tlast);
@@ -364,12 +309,12 @@ template <int D, int BN, class TO> __device__ __forceinline__ void attn_wg_fwd(c
                     ftk_cp_commit();
                     ftk_wg_landed();
                     __syncthreads();
-                    float o[D / 8][4], m[2], l[2];
-                    m[0] = m[1] = -FTK_INF;
-                    l[0] = l[1] = 0.0f;
+                    float o[1][D / 8][4], m[1][2], l[1][2];
+                    m[0][0] = m[0][1] = -FTK_INF;
+                    l[0][0] = l[0][1] = 0.0f;
 #pragma unroll
                     for (int dt = 0; dt < D / 8; dt++)
-                        o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+                        o[0][dt][0] = o[0][dt][1] = o[0][dt][2] = o[0][dt][3] = 0.0f;
                     int stage = 0;
                     while (t <= tlast) {
                         int tn = ftk_tc_next<BN>(rng, own, t + 1, tlast);
@@ -393,7 +338,7 @@ template <int D, int BN, class TO> __device__ __forceinline__ void attn_wg_fwd(c
                     }
 #pragma unroll
                     for (int r = 0; r < 2; r++) {
-                        float lr = l[r];
+                        float lr = l[0][r];
                         lr += __shfl_xor_sync(0xffffffffu, lr, 1);
                         lr += __shfl_xor_sync(0xffffffffu, lr, 2);
                         int i = ir + 8 * r;
@@ -402,63 +347,48 @@ template <int D, int BN, class TO> __device__ __forceinline__ void attn_wg_fwd(c
                         long long orow = ftk_tc_row<D>(g, g.hq, b, i, h);
                         float inv = lr > 0.0f ? 1.0f / lr : 0.0f;
                         if (a.in[4] && t4 == 0)
-                            ((float *)a.in[4])[(long long)(b * g.s + i) * g.hq + h] = m[r] * FTK_LN2 + logf(lr);
+                            ((float *)a.in[4])[(long long)(b * g.s + i) * g.hq + h] = m[0][r] * FTK_LN2 + logf(lr);
 #pragma unroll
                         for (int dt = 0; dt < D / 8; dt++)
-                            ftk_st2<TO>(a.out, orow + dt * 8 + 2 * t4, o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+                            ftk_st2<TO>(a.out, orow + dt * 8 + 2 * t4, o[0][dt][2 * r] * inv,
+                                        o[0][dt][2 * r + 1] * inv);
                     }
                 }
 }
 
 /* One key tile of dq for the warp's 16 query rows, in chunks of CK keys: S = Q Kᵀ, dP = dY Vᵀ,
- * dS = P (dP - delta) (attention.cuh's attn_tc_dq_tile), dq += dS K. qa, ya: the own Q and dY
+ * dS = P (dP - delta) (attention.cuh's ftk_tc_dq_ds, MI 1), dq += dS K. qa, ya: the own Q and dY
  * tiles; wr: the warpgroup's first row in them; glast: its last query row. */
 template <int D, int BN, int CK, bool MASK>
 __device__ __forceinline__ void attn_wg_dq_tile(unsigned qa, unsigned ya, int wr, unsigned ks, unsigned vs,
-                                                float (&dq)[D / 8][4], float sl, const float (&lse2)[2],
-                                                const float (&dl)[2], int ir, int glast, int j0, int s,
-                                                const int *doc, const int (&qd)[2])
+                                                float (&dq)[D / 8][4], float sl, const float (&lse2)[1][2],
+                                                const float (&dl)[1][2], int ir, int glast, int j0, int s,
+                                                const int *doc, const int (&qd)[1][2])
 {
     constexpr int NT8 = CK / 8;
-    const int t4 = threadIdx.x & 3;
 #pragma unroll
     for (int c = 0; c < BN / CK; c++) {
         if (MASK && j0 + c * CK > glast)
             continue; /* every key of the chunk follows the warpgroup's rows */
-        float sc[NT8][4], dp[NT8][4];
+        float sc[1][NT8][4], dp[1][NT8][4];
         ftk_wg_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            ftk_wg<CK>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(qa, wr, kk * 16), ftk_wg_kmaj<BN>(ks, c * CK, kk * 16), kk > 0);
+            ftk_wg<CK>::ss(sc[0], ftk_wg_kmaj<FTK_TC_BM>(qa, wr, kk * 16), ftk_wg_kmaj<BN>(ks, c * CK, kk * 16),
+                           kk > 0);
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            ftk_wg<CK>::ss(dp, ftk_wg_kmaj<FTK_TC_BM>(ya, wr, kk * 16), ftk_wg_kmaj<BN>(vs, c * CK, kk * 16), kk > 0);
+            ftk_wg<CK>::ss(dp[0], ftk_wg_kmaj<FTK_TC_BM>(ya, wr, kk * 16), ftk_wg_kmaj<BN>(vs, c * CK, kk * 16),
+                           kk > 0);
         ftk_wg_commit();
         ftk_wg_wait0();
-        ftk_wg_keep(sc);
-        ftk_wg_keep(dp);
-#pragma unroll
-        for (int nt = 0; nt < NT8; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int j = j0 + c * CK + nt * 8 + 2 * t4 + e, kd = 0;
-                if (MASK)
-                    kd = j < s ? doc[j] : 0;
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    float p = ftk_ex2(fmaf(sc[nt][2 * r + e], sl, -lse2[r]));
-                    float f = p * (dp[nt][2 * r + e] - dl[r]);
-                    if (MASK) {
-                        int i = ir + 8 * r;
-                        f = j <= i && i < s && kd == qd[r] ? f : 0.0f;
-                    }
-                    sc[nt][2 * r + e] = f;
-                }
-            }
+        ftk_wg_keep(sc[0]);
+        ftk_wg_keep(dp[0]);
+        ftk_tc_dq_ds<1, NT8, MASK>(sc, dp, sl, lse2, dl, ir, j0 + c * CK, s, doc, qd);
         unsigned fa[CK / 16][4];
 #pragma unroll
         for (int kk = 0; kk < CK / 16; kk++)
-            ftk_c2a(fa[kk], sc[2 * kk], sc[2 * kk + 1]);
+            ftk_c2a(fa[kk], sc[0][2 * kk], sc[0][2 * kk + 1]);
         ftk_wg_fence();
 #pragma unroll
         for (int kk = 0; kk < CK / 16; kk++)
@@ -495,15 +425,15 @@ template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ 
                     ftk_wg_cp_rows<D, BM>(sa, a.in[0], g, g.hq, b, i0, h);
                     ftk_wg_cp_rows<D, BM>(sa + OWN1, a.in[4], g, g.hq, b, i0, h);
                     ftk_tc_ranges<8>(rng, doc, g.s, 0, qt);
-                    int qd[2];
-                    float lse2[2], dl[2];
+                    int qd[1][2];
+                    float lse2[1][2], dl[1][2];
 #pragma unroll
                     for (int r = 0; r < 2; r++) {
                         int i = ir + 8 * r;
                         long long at = ((long long)(b * g.s + i) * g.hq + h) * 2;
-                        qd[r] = i < g.s ? doc[i] : 0;
-                        lse2[r] = i < g.s ? ftk_ld<TS>(a.in[5], at) * FTK_LOG2E : 0.0f;
-                        dl[r] = i < g.s ? ftk_ld<TS>(a.in[5], at + 1) : 0.0f;
+                        qd[0][r] = i < g.s ? doc[i] : 0;
+                        lse2[0][r] = i < g.s ? ftk_ld<TS>(a.in[5], at) * FTK_LOG2E : 0.0f;
+                        dl[0][r] = i < g.s ? ftk_ld<TS>(a.in[5], at + 1) : 0.0f;
                     }
                     __syncthreads(); /* the ranges */
                     int2 own = rng[qt];
