@@ -1010,6 +1010,55 @@ __device__ __forceinline__ void ftk_tc_dq_ds(float (&sc)[MI][NT8][4], const floa
         }
 }
 
+/* dk's or dv's step on a chunk of NT8 x 8 queries held as C fragments of the warp's 16 MI
+ * keys (both attention paths): Pᵀ = exp2(sᵀ sl - lse log2 e), and DK dSᵀ = Pᵀ (dPᵀ - delta),
+ * masked where MASK, into sc; KEEP_P also packs the masked Pᵀ as A fragments (dv beside dk).
+ * st: the tile's (lse, delta) pairs; i0: the tile's first query; c0: the chunk's first column. */
+template <int MI, int NT8, bool DK, bool MASK, bool KEEP_P>
+__device__ __forceinline__ void ftk_tc_kv_ds(float (&sc)[MI][NT8][4], const float (&dp)[MI][DK ? NT8 : 1][4],
+                                             unsigned (&pa)[MI][KEEP_P ? NT8 / 2 : 1][4], const float2 *st, float sl,
+                                             int jr, int i0, int c0, int s, const int *doc, const int (&kd)[MI][2])
+{
+    const int t4 = threadIdx.x & 3;
+#pragma unroll
+    for (int nt = 0; nt < NT8; nt++) {
+        int cl = c0 + nt * 8 + 2 * t4;          /* the lane's first query column of this tile */
+        float4 sd = *(const float4 *)(st + cl); /* (lse, delta) of columns cl and cl + 1 */
+        float pv[MI][4];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            int i = i0 + cl + e, qd = 0;
+            if (MASK)
+                qd = i < s ? doc[i] : 0;
+            float l2 = (e ? sd.z : sd.x) * FTK_LOG2E, dl = e ? sd.w : sd.y;
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float p = ftk_ex2(fmaf(sc[mi][nt][2 * r + e], sl, -l2));
+                    float f = p;
+                    if constexpr (DK)
+                        f = p * (dp[mi][nt][2 * r + e] - dl);
+                    if (MASK) {
+                        int j = jr + 16 * mi + 8 * r;
+                        bool vis = j <= i && i < s && qd == kd[mi][r];
+                        f = vis ? f : 0.0f;
+                        p = vis ? p : 0.0f;
+                    }
+                    pv[mi][2 * r + e] = p;
+                    sc[mi][nt][2 * r + e] = f;
+                }
+        }
+        if constexpr (KEEP_P) { /* the C fragment pair (nt even, odd) is Pᵀ's A fragment */
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++) {
+                pa[mi][nt >> 1][(nt & 1) * 2] = ftk_pack_bf16(pv[mi][0], pv[mi][1]);
+                pa[mi][nt >> 1][(nt & 1) * 2 + 1] = ftk_pack_bf16(pv[mi][2], pv[mi][3]);
+            }
+        }
+    }
+}
+
 namespace ftk {
 
 /* One key tile of the forward for the warp's 16 MI query rows: S = Q Kᵀ, the lazy online
@@ -1389,12 +1438,11 @@ __device__ __forceinline__ void attn_tc_kv_tile(const ftk_tc_own<D, MI, OREG> &k
                                                 int i0, int s, const int *doc, const int (&kd)[MI][2])
 {
     constexpr int P = D + 8, NT8 = CK / 8;
-    const int t4 = threadIdx.x & 3;
 #pragma unroll
     for (int c = 0; c < BN / CK; c++) {
         if (MASK && i0 + c * CK + CK - 1 < wj0)
             continue; /* every query of the chunk precedes the warp's keys (warp-uniform) */
-        float sc[MI][NT8][4], dp[DK ? MI : 1][DK ? NT8 : 1][4];
+        float sc[MI][NT8][4], dp[MI][DK ? NT8 : 1][4];
 #pragma unroll
         for (int mi = 0; mi < MI; mi++)
 #pragma unroll
@@ -1433,32 +1481,8 @@ __device__ __forceinline__ void attn_tc_kv_tile(const ftk_tc_own<D, MI, OREG> &k
                 }
             }
         }
-#pragma unroll
-        for (int nt = 0; nt < NT8; nt++) {
-            int cl = c * CK + nt * 8 + 2 * t4;         /* the lane's first query column of this tile */
-            float4 sd = *(const float4 *)(st + cl);    /* (lse, delta) of columns cl and cl + 1 */
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int i = i0 + cl + e, qd = 0;
-                if (MASK)
-                    qd = i < s ? doc[i] : 0;
-                float l2 = (e ? sd.z : sd.x) * FTK_LOG2E, dl = e ? sd.w : sd.y;
-#pragma unroll
-                for (int mi = 0; mi < MI; mi++)
-#pragma unroll
-                    for (int r = 0; r < 2; r++) {
-                        float p = ftk_ex2(fmaf(sc[mi][nt][2 * r + e], sl, -l2));
-                        float f = p;
-                        if (DK)
-                            f = p * (dp[mi][nt][2 * r + e] - dl);
-                        if (MASK) {
-                            int j = jr + 16 * mi + 8 * r;
-                            f = j <= i && i < s && qd == kd[mi][r] ? f : 0.0f;
-                        }
-                        sc[mi][nt][2 * r + e] = f;
-                    }
-            }
-        }
+        unsigned np[MI][1][4];
+        ftk_tc_kv_ds<MI, NT8, DK, MASK, false>(sc, dp, np, st, sl, jr, i0, c * CK, s, doc, kd);
 #pragma unroll
         for (int kk = 0; kk < CK / 16; kk++) {
             unsigned fa[MI][4];

@@ -486,7 +486,7 @@ template <int D, int BN, int CK, class TS, class TO> __device__ __forceinline__ 
 
 /* One query tile of dk or dv (MODE ATT_WG_DK, ATT_WG_DV) or both (ATT_WG_DKV) for the warp's 16
  * keys, in chunks of CK queries: Sᵀ = K Qᵀ, Pᵀ; dv += Pᵀ dY; dPᵀ = V dYᵀ, dk += Pᵀ (dPᵀ - delta)
- * Q (attention.cuh's attn_tc_kv_tile). acc: dk, or dv alone; accv: dv beside dk. ka, va: the
+ * Q (attention.cuh's ftk_tc_kv_ds, MI 1). acc: dk, or dv alone; accv: dv beside dk. ka, va: the
  * own K and V tiles; wr: the warpgroup's first row in them; gj0: its first key; st: the tile's
  * (lse, delta) pairs. */
 enum { ATT_WG_DV, ATT_WG_DK, ATT_WG_DKV };
@@ -494,63 +494,37 @@ template <int D, int BN, int CK, int MODE, bool MASK>
 __device__ __forceinline__ void attn_wg_kv_tile(unsigned ka, unsigned va, int wr, unsigned qs, unsigned ys,
                                                 float (&acc)[D / 8][4], float (&accv)[MODE == ATT_WG_DKV ? D / 8 : 1][4],
                                                 const float2 *st, float sl, int jr, int gj0, int i0, int s,
-                                                const int *doc, const int (&kd)[2])
+                                                const int *doc, const int (&kd)[1][2])
 {
     constexpr int NT8 = CK / 8;
     constexpr bool DK = MODE != ATT_WG_DV, BOTH = MODE == ATT_WG_DKV;
-    const int t4 = threadIdx.x & 3;
 #pragma unroll
     for (int c = 0; c < BN / CK; c++) {
         if (MASK && i0 + c * CK + CK - 1 < gj0)
             continue; /* every query of the chunk precedes the warpgroup's keys */
-        float sc[NT8][4], dp[DK ? NT8 : 1][4];
+        float sc[1][NT8][4], dp[1][DK ? NT8 : 1][4];
         ftk_wg_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            ftk_wg<CK>::ss(sc, ftk_wg_kmaj<FTK_TC_BM>(ka, wr, kk * 16), ftk_wg_kmaj<BN>(qs, c * CK, kk * 16), kk > 0);
+            ftk_wg<CK>::ss(sc[0], ftk_wg_kmaj<FTK_TC_BM>(ka, wr, kk * 16), ftk_wg_kmaj<BN>(qs, c * CK, kk * 16),
+                           kk > 0);
         if constexpr (DK) {
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
-                ftk_wg<CK>::ss(dp, ftk_wg_kmaj<FTK_TC_BM>(va, wr, kk * 16), ftk_wg_kmaj<BN>(ys, c * CK, kk * 16),
+                ftk_wg<CK>::ss(dp[0], ftk_wg_kmaj<FTK_TC_BM>(va, wr, kk * 16), ftk_wg_kmaj<BN>(ys, c * CK, kk * 16),
                                kk > 0);
         }
         ftk_wg_commit();
         ftk_wg_wait0();
-        ftk_wg_keep(sc);
+        ftk_wg_keep(sc[0]);
         if constexpr (DK)
-            ftk_wg_keep(dp);
-        unsigned pa[BOTH ? CK / 16 : 1][4]; /* Pᵀ for dv beside dk */
-#pragma unroll
-        for (int nt = 0; nt < NT8; nt++) {
-            int cl = c * CK + nt * 8 + 2 * t4;
-            float4 sd = *(const float4 *)(st + cl);
-            float pv[4];
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int i = i0 + cl + e, qd = 0;
-                if (MASK)
-                    qd = i < s ? doc[i] : 0;
-                float l2 = (e ? sd.z : sd.x) * FTK_LOG2E, dl = e ? sd.w : sd.y;
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    float p = ftk_ex2(fmaf(sc[nt][2 * r + e], sl, -l2));
-                    if (MASK) {
-                        int j = jr + 8 * r;
-                        p = j <= i && i < s && qd == kd[r] ? p : 0.0f;
-                    }
-                    pv[2 * r + e] = p;
-                    sc[nt][2 * r + e] = DK ? p * (dp[nt][2 * r + e] - dl) : p;
-                }
-            }
-            if constexpr (BOTH) { /* the C fragment pair (nt even, odd) is Pᵀ's A fragment */
-                pa[nt >> 1][(nt & 1) * 2] = ftk_pack_bf16(pv[0], pv[1]);
-                pa[nt >> 1][(nt & 1) * 2 + 1] = ftk_pack_bf16(pv[2], pv[3]);
-            }
-        }
+            ftk_wg_keep(dp[0]);
+        unsigned pa[1][BOTH ? CK / 16 : 1][4]; /* Pᵀ for dv beside dk */
+        ftk_tc_kv_ds<1, NT8, DK, MASK, BOTH>(sc, dp, pa, st, sl, jr, i0, c * CK, s, doc, kd);
         unsigned fa[CK / 16][4];
 #pragma unroll
         for (int kk = 0; kk < CK / 16; kk++)
-            ftk_c2a(fa[kk], sc[2 * kk], sc[2 * kk + 1]);
+            ftk_c2a(fa[kk], sc[0][2 * kk], sc[0][2 * kk + 1]);
         ftk_wg_fence();
 #pragma unroll
         for (int kk = 0; kk < CK / 16; kk++)
@@ -558,7 +532,7 @@ __device__ __forceinline__ void attn_wg_kv_tile(unsigned ka, unsigned va, int wr
         if constexpr (BOTH) {
 #pragma unroll
             for (int kk = 0; kk < CK / 16; kk++)
-                ftk_wg<D>::rs(accv, pa[kk], ftk_wg_mnmaj<BN>(ys, c * CK + kk * 16), 1);
+                ftk_wg<D>::rs(accv, pa[0][kk], ftk_wg_mnmaj<BN>(ys, c * CK + kk * 16), 1);
         }
         ftk_wg_commit();
         ftk_wg_wait0();
@@ -599,10 +573,10 @@ __device__ __forceinline__ void attn_wg_kv(const ftk_args_t &a)
                     if (DK)
                         ftk_wg_cp_rows<D, BM>(sa + OWN1, a.in[2], g, g.hkv, b, j0, hk);
                     ftk_tc_ranges<8>(rng, doc, g.s, kt, nkt - 1);
-                    int kd[2];
+                    int kd[1][2];
 #pragma unroll
                     for (int r = 0; r < 2; r++)
-                        kd[r] = jr + 8 * r < g.s ? doc[jr + 8 * r] : 0;
+                        kd[0][r] = jr + 8 * r < g.s ? doc[jr + 8 * r] : 0;
                     __syncthreads(); /* the ranges */
                     int2 own = rng[kt];
                     int tfirst = ftk_tc_next<BN>(rng, own, t0, tlast), t = tfirst, hh = t <= tlast ? 0 : g.group;
