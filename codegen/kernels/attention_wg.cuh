@@ -219,10 +219,10 @@ __device__ __forceinline__ void ftk_wg_cp_rows(unsigned dst, const void *src, co
 /* The shared-memory layout of a Hopper kernel, from a 1024-byte aligned base: OWN bytes of own
  * tiles, two stages of STAGE bytes of streamed tiles, two of XTRA bytes of per-row statistics,
  * then the document ranges. Dynamic shared memory is only 16-byte aligned, so emit.c asks for
- * PAD bytes more. */
+ * 1024 bytes more and ftk_wg_base aligns the base inside them. */
 template <int OWN, int STAGE, int XTRA> struct ftk_wg_lay {
     static constexpr int ST0 = OWN, ST1 = OWN + STAGE, X0 = OWN + 2 * STAGE, X1 = X0 + XTRA;
-    static constexpr int RNG_AT = (X1 + XTRA + 15) / 16 * 16, PAD = 1024;
+    static constexpr int RNG_AT = (X1 + XTRA + 15) / 16 * 16;
     static_assert(OWN % 1024 == 0 && STAGE % 1024 == 0 && XTRA % 16 == 0, "1024-byte aligned tiles");
 };
 
