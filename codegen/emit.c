@@ -39,7 +39,7 @@ typedef enum {
     SH_EMBED_BWD, /* one block indexes the ids, then grid (V, column groups) */
     SH_ATTN,      /* attn, attn_lse: grid (query tiles, Hq, B) */
     SH_ATTN_BWD,  /* dq as attn; dk and dv grid (key tiles, Hkv, B) */
-    SH_WARP_ROWS, /* CG_EW_THREADS threads, a warp per row of input 0's last extent */
+    SH_WARP_ROWS, /* CG_EW_THREADS threads, ~32 rows of input 0's last extent a warp */
     SH_NORM,      /* rmsnorm, rmsnorm_bwd_x: CG_NORM_THREADS threads, a team of warps per row */
 } shape_t;
 
@@ -697,9 +697,9 @@ int cg_launch_of(const ir_graph_t *g, int id, const char *target, cg_launch_t *l
                 clamp_u(ceil_div(t->shape[1], (int64_t)CG_EW_THREADS * CG_EBW_COLS), 65535), CG_EW_THREADS,
                 4 * (t->shape[0] + ir_numel(x)));
         break;
-    case SH_WARP_ROWS: {
+    case SH_WARP_ROWS: { /* ~32 rows a warp: rowsum's vector path takes up to 128 per step */
         int64_t d = x->ndim > 0 ? x->shape[x->ndim - 1] : 1, warps = CG_EW_THREADS / 32;
-        set_1d(l, clamp_u(ceil_div(ir_numel(x) / d, warps), CG_EW_MAX_BLOCKS), CG_EW_THREADS);
+        set_1d(l, clamp_u(ceil_div(ir_numel(x) / d, warps * 32), CG_EW_MAX_BLOCKS), CG_EW_THREADS);
         break;
     }
     case SH_ATTN:

@@ -24,7 +24,7 @@ int ir_eval_f64(const ir_graph_t *g, double **vals, ft_err_t *e)
             a.in[s] = vals[t->src[s]];
         }
         if (ir_in_place(t)) {
-            vals[i] = vals[t->src[0]];
+            vals[i] = vals[t->src[ir_alias_src(t)]];
         } else {
             vals[i] = ft_xcalloc((size_t)ir_numel(t), sizeof(double));
         }

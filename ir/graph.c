@@ -270,3 +270,12 @@ bool ir_in_place(const ir_tensor_t *t)
     return t->op != OP_LEAF && (unsigned)t->op < OP_COUNT && t->nsrc > 0 &&
            ((ir_ops[t->op]->flags & IR_OPF_ALIAS) || (t->flags & IR_FLAG_INPLACE));
 }
+
+int ir_alias_src(const ir_tensor_t *t)
+{
+    if ((unsigned)t->op >= OP_COUNT || (ir_ops[t->op]->flags & IR_OPF_ALIAS) || !(t->flags & IR_FLAG_INPLACE))
+        return 0;
+    return ir_ops[t->op]->inplace_src;
+}
+
+double ir_matmul_alpha(const ir_tensor_t *t) { return t->op == OP_MATMUL && t->ip[2] ? t->fp[0] : 1.0; }

@@ -38,7 +38,10 @@ typedef enum {
     OP_FILL,          /* (x?) -> shape: x (scalar) * fp[0] broadcast, or fp[0] if no src */
     OP_EMBED,         /* (table[V,D], ids[...]) -> [..., D] */
     OP_EMBED_BWD,     /* (ids, dy[..., D]) -> [V, D], V = ip[0]; rows scatter-added */
-    OP_MATMUL,        /* (a, b[, c]) -> a·b (+ c); ip[0] = transpose a, ip[1] = transpose b; 2-D or 3-D batched */
+    OP_MATMUL,        /* (a, b[, c]) -> alpha·a·b (+ c); ip[0] = transpose a, ip[1] = transpose b;
+                         ip[2] = 1: alpha = fp[0] (else 1); 2-D or 3-D batched; a and b share a
+                         dtype, the output (and c) may be wider (bf16 products into f32 sums);
+                         made in place (IR_FLAG_INPLACE) it writes into c's storage */
     OP_ADD,           /* (a, b) same shape */
     OP_MUL,           /* (a, b) same shape */
     OP_SCALE,         /* (a) * fp[0] */
@@ -49,7 +52,7 @@ typedef enum {
     OP_SLICE_BWD,     /* (dy) -> zeros of full extent ip[3] along axis ip[0], dy placed at ip[1] */
     OP_CONCAT,        /* (a, b) along axis ip[0] */
     OP_RMSNORM,       /* (x[..., D], w[D]) -> x * rsqrt(mean(x^2) + fp[0]) * w */
-    OP_RMSNORM_BWD_X, /* (x, w, dy) -> dx */
+    OP_RMSNORM_BWD_X, /* (x, w, dy[, c]) -> dx (+ c) */
     OP_RMSNORM_BWD_W, /* (x, dy) -> dw[D]; fp[0] = eps */
     OP_ROPE,          /* (x[B,S,H,Dh], pos[B,S] i32) -> rotated; fp[0] theta, ip[0] inverse,
                          ip[1] scaling kind, fp[1] factor, fp[2] low, fp[3] high, ip[2] orig max pos */
@@ -98,7 +101,8 @@ enum {
     IR_FLAG_RECOMPUTE = 1u << 2, /* a clone made by the recompute pass */
     IR_FLAG_DEAD = 1u << 3,      /* removed; dropped by the next compaction */
     IR_FLAG_BWD = 1u << 4,       /* built by the backward pass */
-    IR_FLAG_INPLACE = 1u << 5,   /* output in src 0's storage, which nothing reads after (passes/fuse.c) */
+    IR_FLAG_INPLACE = 1u << 5,   /* output in an input's storage (the op's inplace_src), which nothing
+                                    else reads after (passes/fuse.c) */
 };
 
 typedef struct {
@@ -139,7 +143,7 @@ typedef struct {
     const ir_tensor_t *node;
     const ir_tensor_t *srct[IR_MAX_SRC];
     double *in[IR_MAX_SRC];
-    double *out; /* numel(node) values; for aliasing ops it is in[0] */
+    double *out; /* numel(node) values; for in-place nodes it is in[ir_alias_src(node)] */
 } ir_cpu_args_t;
 
 /* One descriptor per op: the only place that knows what an op is. */
@@ -148,6 +152,7 @@ typedef struct {
     int min_src, max_src;
     unsigned flags;     /* IR_OPF_* */
     unsigned writes;    /* bitmask of inputs the op updates in place */
+    int inplace_src;    /* the input whose storage a node made in place (IR_FLAG_INPLACE) takes */
     /* Fills node->shape/ndim (and checks srcs' shapes and dtypes); 0 or -1 with a message. */
     int (*shape)(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e);
     /* Builds the backward nodes: for each i with need[i], dsrc[i] = id of d(loss)/d(src i)
@@ -166,9 +171,13 @@ enum {
 
 extern const ir_op_desc_t *const ir_ops[OP_COUNT];
 
-/* Whether node t's output lives in its first input's storage: an aliasing op (reshape,
- * after, the in-place updates) or a node a pass made in place (IR_FLAG_INPLACE). */
+/* Whether node t's output lives in an input's storage: an aliasing op (reshape, after, the
+ * in-place updates: input 0) or a node a pass made in place (IR_FLAG_INPLACE: the op's
+ * inplace_src). ir_alias_src says which input; meaningful only where ir_in_place holds. */
 bool ir_in_place(const ir_tensor_t *t);
+int ir_alias_src(const ir_tensor_t *t);
+/* A matmul's scale on the product: fp[0] where ip[2] is set, else 1 (D = alpha·A·B + C). */
+double ir_matmul_alpha(const ir_tensor_t *t);
 
 /* ---- tensors ---- */
 size_t ir_dtype_size(ir_dtype_t dt);

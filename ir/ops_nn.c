@@ -109,6 +109,14 @@ static int rmsnorm_bwd_x_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t 
         return -1;
     if (want_float(op, "dy", dy, e) || want_same_shape(op, "x", x, "dy", dy, e))
         return -1;
+    if (node->nsrc == 4) { /* the addend: the output's shape and dtype */
+        const ir_tensor_t *c = op_src(g, node, 3);
+        if (want_same_shape(op, "x", x, "the addend", c, e))
+            return -1;
+        if (c->dtype != node->dtype)
+            return ft_fail(e, "%s: the addend is %s but the output %s", op, ir_dtype_name(c->dtype),
+                           ir_dtype_name(node->dtype));
+    }
     op_copy_shape(node, x);
     return 0;
 }
@@ -159,13 +167,14 @@ static void rmsnorm_cpu(const ir_cpu_args_t *a)
 }
 
 /* With r = rms_inv(x): dx_k = r * (dy_k w_k - x_k r^2 (sum_j dy_j w_j x_j) / D), since
- * dr/dx_k = -r^3 x_k / D. */
+ * dr/dx_k = -r^3 x_k / D; plus the addend where there is one. */
 static void rmsnorm_bwd_x_cpu(const ir_cpu_args_t *a)
 {
     int64_t d = last_dim(a->srct[0]), rows = ir_numel(a->srct[0]) / d;
     const double *w = a->in[1];
     for (int64_t r = 0; r < rows; r++) {
         const double *x = a->in[0] + r * d, *dy = a->in[2] + r * d;
+        const double *add = a->node->nsrc == 4 ? a->in[3] + r * d : NULL;
         double *dx = a->out + r * d;
         double inv = rms_inv(x, d, a->node->fp[0]);
         double s = 0;
@@ -173,7 +182,7 @@ static void rmsnorm_bwd_x_cpu(const ir_cpu_args_t *a)
             s += dy[j] * w[j] * x[j];
         double c = inv * inv * s / (double)d;
         for (int64_t j = 0; j < d; j++)
-            dx[j] = inv * (dy[j] * w[j] - x[j] * c);
+            dx[j] = inv * (dy[j] * w[j] - x[j] * c) + (add ? add[j] : 0.0);
     }
 }
 
@@ -215,7 +224,7 @@ const ir_op_desc_t ir_op_rmsnorm = {
 
 /* Backward ops are not differentiated again (no second-order training), hence NONDIFF_OK. */
 const ir_op_desc_t ir_op_rmsnorm_bwd_x = {
-    .name = "rmsnorm_bwd_x", .min_src = 3, .max_src = 3, .flags = IR_OPF_NONDIFF_OK,
+    .name = "rmsnorm_bwd_x", .min_src = 3, .max_src = 4, .flags = IR_OPF_NONDIFF_OK,
     .shape = rmsnorm_bwd_x_shape, .cost = rmsnorm_bwd_x_cost, .cpu = rmsnorm_bwd_x_cpu,
 };
 

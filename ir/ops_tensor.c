@@ -330,6 +330,14 @@ static int matmul_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
     if ((node->ip[0] != 0 && node->ip[0] != 1) || (node->ip[1] != 0 && node->ip[1] != 1))
         return ft_fail(e, "matmul: transpose flags must be 0 or 1, got %lld, %lld", (long long)node->ip[0],
                        (long long)node->ip[1]);
+    if ((node->ip[2] != 0 && node->ip[2] != 1) || !isfinite(ir_matmul_alpha(node)))
+        return ft_fail(e, "matmul: the scale flag must be 0 or 1 and the scale finite, got %lld, %g",
+                       (long long)node->ip[2], node->fp[0]);
+    if (node->dtype != a->dtype && ir_dtype_size(node->dtype) < ir_dtype_size(a->dtype))
+        return ft_fail(e, "matmul: a %s product cannot be stored narrower, as %s", ir_dtype_name(a->dtype),
+                       ir_dtype_name(node->dtype));
+    if ((node->flags & IR_FLAG_INPLACE) && node->nsrc != 3)
+        return ft_fail(e, "matmul: made in place without an addend to write into");
     if (want_float(node, a, "a", e) || want_same_dtype(node, a, b, "a", "b", e) ||
         want_float(node, node, "the output", e))
         return -1;
@@ -366,18 +374,29 @@ static int matmul_shape(const ir_graph_t *g, ir_tensor_t *node, ft_err_t *e)
     return 0;
 }
 
-/* With C = op(A)·op(B) (+ the addend): d op(A) = dC·op(B)ᵀ and d op(B) = op(A)ᵀ·dC; a
- * transposed input takes the transpose of that, which swaps the operands instead of adding
- * a permute; the addend's gradient is dC. */
+/* The matmul node mm (or -1) scaled by alpha. */
+static int with_alpha(ir_graph_t *g, int mm, double alpha)
+{
+    if (mm >= 0 && alpha != 1.0) {
+        g->t[mm].ip[2] = 1;
+        g->t[mm].fp[0] = alpha;
+    }
+    return mm;
+}
+
+/* With C = alpha·op(A)·op(B) (+ the addend): d op(A) = alpha·dC·op(B)ᵀ and d op(B) =
+ * alpha·op(A)ᵀ·dC; a transposed input takes the transpose of that, which swaps the operands
+ * instead of adding a permute; the addend's gradient is dC. */
 static void matmul_vjp(ir_graph_t *g, int node, int dy, const bool need[IR_MAX_SRC], int dsrc[IR_MAX_SRC])
 {
     ir_tensor_t n = g->t[node];
     int a = n.src[0], b = n.src[1];
     bool ta = n.ip[0], tb = n.ip[1];
+    double alpha = ir_matmul_alpha(&n);
     if (need[0])
-        dsrc[0] = ta ? ir_matmul(g, b, dy, tb, true) : ir_matmul(g, dy, b, false, !tb);
+        dsrc[0] = with_alpha(g, ta ? ir_matmul(g, b, dy, tb, true) : ir_matmul(g, dy, b, false, !tb), alpha);
     if (need[1])
-        dsrc[1] = tb ? ir_matmul(g, dy, a, true, ta) : ir_matmul(g, a, dy, !ta, false);
+        dsrc[1] = with_alpha(g, tb ? ir_matmul(g, dy, a, true, ta) : ir_matmul(g, a, dy, !ta, false), alpha);
     if (n.nsrc == 3 && need[2])
         dsrc[2] = dy;
 }
@@ -403,6 +422,7 @@ static void matmul_cpu(const ir_cpu_args_t *a)
     int64_t am = ta ? 1 : d.k, ak = ta ? d.m : 1;
     int64_t bk = tb ? 1 : d.n, bn = tb ? d.k : 1;
     const double *addend = a->node->nsrc == 3 ? a->in[2] : NULL;
+    double alpha = ir_matmul_alpha(a->node);
     for (int64_t p = 0; p < d.batch; p++) {
         const double *A = a->in[0] + p * d.m * d.k, *B = a->in[1] + p * d.k * d.n;
         double *C = a->out + p * d.m * d.n;
@@ -411,13 +431,13 @@ static void matmul_cpu(const ir_cpu_args_t *a)
                 double s = 0;
                 for (int64_t k = 0; k < d.k; k++)
                     s += A[i * am + k * ak] * B[k * bk + j * bn];
-                C[i * d.n + j] = s + (addend ? addend[p * d.m * d.n + i * d.n + j] : 0);
+                C[i * d.n + j] = alpha * s + (addend ? addend[p * d.m * d.n + i * d.n + j] : 0);
             }
     }
 }
 
 const ir_op_desc_t ir_op_matmul = {
-    .name = "matmul", .min_src = 2, .max_src = 3,
+    .name = "matmul", .min_src = 2, .max_src = 3, .inplace_src = 2,
     .shape = matmul_shape, .vjp = matmul_vjp, .cost = matmul_cost, .cpu = matmul_cpu,
 };
 

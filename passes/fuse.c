@@ -5,7 +5,13 @@
  *    pass sums a tensor's gradient from several matmuls, this saves one full pass over the
  *    activation per add. The product must feed nothing else (its value is no longer
  *    stored), be no output, and share the add's dtype and phase; the add keeps its name,
- *    flags and place, so recompute clones and the backward pass fuse alike.
+ *    flags and place, so recompute clones and the backward pass fuse alike. Where both
+ *    operands are products, the longer contraction takes the shorter one as its addend.
+ *  - a scale of a matmul's product into the matmul (cuBLASLt's alpha), and a weight
+ *    gradient's accumulation (acc of the product, widened to f32) into the matmul that makes
+ *    it, written in place into the f32 gradient buffer (beta 1).
+ *  - an addition onto an RMSNorm input gradient into that kernel (the residual stream's
+ *    gradient, summed over the blocks' norms).
  *  - attention's row statistics from the forward kernel: attn_lse(q, k, doc) beside an
  *    attn(q, k, v, doc) of the same inputs redoes half of that node's work; instead the attn
  *    node writes the log-sum-exp into a buffer (its fifth input, written in place) and the
@@ -39,18 +45,108 @@ static void clear_params(ir_tensor_t *t)
     memset(t->fp, 0, sizeof t->fp);
 }
 
+/* t becomes m's product (with m's transposes and scale), plus addend where >= 0. */
 static void become_matmul(ir_tensor_t *t, const ir_tensor_t *m, int addend)
 {
-    int a = m->src[0], b = m->src[1];
-    int64_t ta = m->ip[0], tb = m->ip[1];
+    ir_tensor_t p = *m;
     t->op = OP_MATMUL;
-    t->nsrc = 3;
-    t->src[0] = a;
-    t->src[1] = b;
+    t->nsrc = addend >= 0 ? 3 : 2;
+    t->src[0] = p.src[0];
+    t->src[1] = p.src[1];
     t->src[2] = addend;
     clear_params(t);
-    t->ip[0] = ta;
-    t->ip[1] = tb;
+    for (int i = 0; i < 3; i++)
+        t->ip[i] = p.ip[i];
+    t->fp[0] = p.fp[0];
+}
+
+/* scale(a·b) becomes one matmul scaled by cuBLASLt's alpha (LoRA's alpha/r on the rank-r
+ * side, forward and back): the scale node takes the product's place and the product dies.
+ * Returns how many it folded. */
+static int fold_scales(ir_graph_t *g, int *uses)
+{
+    int n = 0;
+    for (int i = 0; i < g->n; i++) {
+        ir_tensor_t *t = &g->t[i];
+        if (t->op != OP_SCALE || (t->flags & IR_FLAG_DEAD) || !single_product(g, uses, t, t->src[0]))
+            continue;
+        int mm = t->src[0];
+        ir_tensor_t *m = &g->t[mm];
+        if (m->nsrc != 2)
+            continue; /* alpha·(a·b + c) would scale the addend too */
+        double alpha = ir_matmul_alpha(m) * t->fp[0];
+        become_matmul(t, m, -1);
+        t->ip[2] = 1;
+        t->fp[0] = alpha;
+        m->flags |= IR_FLAG_DEAD;
+        uses[mm] = 0;
+        n++;
+    }
+    return n;
+}
+
+/* acc(buf, cast(a·b)) with a 16-bit product and an f32 buffer (a weight's gradient,
+ * accumulated over micro-batches) becomes a·b + buf written in place into buf: cuBLASLt
+ * keeps the f32 sums of the 16-bit inputs and adds them onto buf in its epilogue, where the
+ * product was rounded to 16 bits, read back, widened and added by two more kernels.
+ * (acc(buf, a·b) with an f32 product likewise.) The product's node becomes the in-place
+ * matmul and keeps its place, where its inputs are fresh (the acc nodes come last in id
+ * order); it takes the acc's name. Returns how many it folded. */
+static int fold_grad_acc(ir_graph_t *g, int *uses)
+{
+    int n = 0;
+    for (int i = 0; i < g->n; i++) {
+        ir_tensor_t *t = &g->t[i];
+        if (t->op != OP_ACC || (t->flags & IR_FLAG_DEAD) || uses[i] != 0)
+            continue;
+        int x = t->src[1], cast = -1;
+        const ir_tensor_t *xt = &g->t[x];
+        if (xt->op == OP_CAST && uses[x] == 1 && xt->dtype == t->dtype && xt->phase == t->phase &&
+            !(xt->flags & (IR_FLAG_OUTPUT | IR_FLAG_DEAD)) &&
+            ir_dtype_size(g->t[xt->src[0]].dtype) < ir_dtype_size(xt->dtype)) {
+            cast = x;
+            x = xt->src[0];
+            xt = &g->t[x];
+        }
+        if (xt->op != OP_MATMUL || xt->nsrc != 2 || uses[x] != 1 || xt->phase != t->phase ||
+            (xt->flags & (IR_FLAG_OUTPUT | IR_FLAG_LOSS | IR_FLAG_DEAD)) ||
+            (cast < 0 && xt->dtype != t->dtype))
+            continue;
+        ir_tensor_t *m = &g->t[x];
+        m->src[2] = t->src[0];
+        m->nsrc = 3;
+        m->dtype = t->dtype;
+        m->flags |= IR_FLAG_INPLACE;
+        memcpy(m->name, t->name, IR_NAME_MAX);
+        t->flags |= IR_FLAG_DEAD; /* its read of buf passes to the matmul */
+        uses[x] = 0;
+        if (cast >= 0) {
+            g->t[cast].flags |= IR_FLAG_DEAD;
+            uses[cast] = 0;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* The contraction length of matmul node m. */
+static int64_t inner_extent(const ir_graph_t *g, const ir_tensor_t *m)
+{
+    const ir_tensor_t *a = &g->t[m->src[0]];
+    return m->ip[0] ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+}
+
+/* Which operand of add t becomes the product that takes the other as its addend, or -1.
+ * Where both are products, the one with the longer contraction: the short one (LoRA's
+ * rank-r product onto its projection) is then written first and read in the long one's
+ * epilogue, under its arithmetic, instead of being read and written once more by a
+ * memory-bound call. Else the later operand, so the earlier value is the addend. */
+static int product_side(const ir_graph_t *g, const int *uses, const ir_tensor_t *t)
+{
+    bool p0 = single_product(g, uses, t, t->src[0]), p1 = single_product(g, uses, t, t->src[1]);
+    if (p0 && p1)
+        return inner_extent(g, &g->t[t->src[0]]) > inner_extent(g, &g->t[t->src[1]]) ? 0 : 1;
+    return p1 ? 1 : p0 ? 0 : -1;
 }
 
 /* One sweep; returns how many adds it rewrote. add(x, a·b) becomes a·b + x and the product
@@ -64,8 +160,7 @@ static int sweep(ir_graph_t *g, int *uses)
         ir_tensor_t *t = &g->t[i];
         if (t->op != OP_ADD || (t->flags & IR_FLAG_DEAD) || t->src[0] == t->src[1])
             continue;
-        /* prefer the later operand as the product: the earlier value is then the addend */
-        int k = single_product(g, uses, t, t->src[1]) ? 1 : single_product(g, uses, t, t->src[0]) ? 0 : -1;
+        int k = product_side(g, uses, t);
         if (k < 0)
             continue;
         int mm = t->src[k], x = t->src[1 - k];
@@ -84,6 +179,43 @@ static int sweep(ir_graph_t *g, int *uses)
             clear_params(m);
             become_matmul(t, &prod, mm);
         }
+        n++;
+    }
+    return n;
+}
+
+static bool single_norm_grad(const ir_graph_t *g, const int *uses, const ir_tensor_t *add, int n)
+{
+    const ir_tensor_t *t = &g->t[n];
+    return t->op == OP_RMSNORM_BWD_X && t->nsrc == 3 && uses[n] == 1 &&
+           !(t->flags & (IR_FLAG_OUTPUT | IR_FLAG_LOSS | IR_FLAG_DEAD)) && t->dtype == add->dtype &&
+           t->phase == add->phase;
+}
+
+/* add(c, rmsnorm_bwd_x(x, w, dy)) becomes rmsnorm_bwd_x(x, w, dy, c), which adds c as it
+ * writes: the residual stream's gradient gathers every norm's input gradient, one more full
+ * pass over the activation per add otherwise (after the matmul sweeps, which take the adds
+ * they can first). Returns how many it folded. */
+static int fold_norm_adds(ir_graph_t *g, int *uses)
+{
+    int n = 0;
+    for (int i = 0; i < g->n; i++) {
+        ir_tensor_t *t = &g->t[i];
+        if (t->op != OP_ADD || (t->flags & IR_FLAG_DEAD) || t->src[0] == t->src[1])
+            continue;
+        int k = single_norm_grad(g, uses, t, t->src[1]) ? 1 : single_norm_grad(g, uses, t, t->src[0]) ? 0 : -1;
+        if (k < 0)
+            continue;
+        int nb = t->src[k], c = t->src[1 - k];
+        ir_tensor_t p = g->t[nb];
+        t->op = OP_RMSNORM_BWD_X;
+        t->nsrc = 4;
+        memcpy(t->src, p.src, 3 * sizeof *t->src);
+        t->src[3] = c;
+        memcpy(t->ip, p.ip, sizeof t->ip);
+        memcpy(t->fp, p.fp, sizeof t->fp);
+        g->t[nb].flags |= IR_FLAG_DEAD;
+        uses[nb] = 0;
         n++;
     }
     return n;
@@ -247,9 +379,10 @@ int pass_fuse(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
         if (!(g->t[i].flags & IR_FLAG_DEAD))
             for (int s = 0; s < g->t[i].nsrc; s++)
                 uses[g->t[i].src[s]]++;
-    int total = 0, n;
+    int total = fold_scales(g, uses), n;
     while ((n = sweep(g, uses)) > 0)
         total += n;
+    total += fold_grad_acc(g, uses) + fold_norm_adds(g, uses);
     n = fuse_xent_in_place(g, uses);
     free(uses);
     if (n < 0)

@@ -19,7 +19,7 @@ static bool aliases(const ir_tensor_t *t) { return ir_in_place(t); }
 static int storage_root(const ir_graph_t *g, int id)
 {
     while (aliases(&g->t[id]))
-        id = g->t[id].src[0];
+        id = g->t[id].src[ir_alias_src(&g->t[id])];
     return id;
 }
 

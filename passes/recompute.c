@@ -32,6 +32,31 @@ static void mark_kept(const ir_graph_t *g, bool *keep)
     }
 }
 
+/* Values made from weights alone and small (LoRA's adapters cast to bf16, the A matrices
+ * that share an input concatenated): kept, since recomputing them frees next to nothing
+ * and costs a launch each (8 a block for LoRA on q, k, v, o). A full fine-tune's
+ * bf16 copies of its weights are larger than this and recomputed as before. */
+#define KEEP_SMALL_BYTES ((int64_t)1 << 20)
+
+static void mark_small_weight_values(const ir_graph_t *g, bool *keep)
+{
+    bool *from_weights = ft_xcalloc((size_t)(g->n ? g->n : 1), sizeof *from_weights);
+    for (int i = 0; i < g->n; i++) {
+        const ir_tensor_t *t = &g->t[i];
+        if (t->op == OP_LEAF || (t->flags & (IR_FLAG_BWD | IR_FLAG_RECOMPUTE | IR_FLAG_DEAD)) || t->nsrc == 0)
+            continue;
+        bool all = true;
+        for (int s = 0; s < t->nsrc && all; s++) {
+            const ir_tensor_t *x = &g->t[t->src[s]];
+            all = (x->op == OP_LEAF && (x->role == IR_FROZEN || x->role == IR_TRAINABLE)) || from_weights[t->src[s]];
+        }
+        from_weights[i] = all;
+        if (all && ir_nbytes(t) <= KEEP_SMALL_BYTES)
+            keep[i] = true;
+    }
+    free(from_weights);
+}
+
 static bool is_block_forward(const ir_tensor_t *t, int block)
 {
     return t->op != OP_LEAF && t->block == block && block >= 0 &&
@@ -90,6 +115,7 @@ int pass_recompute(ir_graph_t *g, const pass_ctx_t *ctx, ft_err_t *e)
         st.clone[i] = -1;
     if (mode == FT_RECOMPUTE_SELECTIVE)
         mark_kept(g, st.keep);
+    mark_small_weight_values(g, st.keep);
     int rc = 0;
     for (int i = 0; i < n0 && rc == 0; i++) {
         if (!(g->t[i].flags & IR_FLAG_BWD) || g->t[i].block < 0 || g->t[i].block >= first_kept)

@@ -13,19 +13,24 @@
 
 #define CKPT_FILE "checkpoint.safetensors"
 
-/* Identifies the trainable set: names, shapes and the settings that shape the data. */
+/* Identifies the trainable set: names, shapes and the settings that shape the data. The
+ * tensors' hashes are summed, so their order in the graph does not count (LoRA without
+ * dropout shares one A product per input, which orders the adapters differently than with
+ * dropout; a checkpoint of either still resumes the other). FP_VERSION marks this rule; a
+ * fingerprint without it came from an ftc that hashed the tensors in graph order. */
+#define FP_VERSION "2-"
 static uint64_t fingerprint(const plan_t *p)
 {
-    uint64_t h = FT_FNV_INIT;
+    uint64_t sum = 0;
     for (int i = 0; i < p->g.n; i++) {
         const ir_tensor_t *t = &p->g.t[i];
         if (t->role != IR_TRAINABLE)
             continue;
-        h = ft_fnv1a(h, t->name, strlen(t->name));
-        h = ft_fnv1a(h, t->shape, sizeof t->shape[0] * (size_t)t->ndim);
+        uint64_t h = ft_fnv1a(FT_FNV_INIT, t->name, strlen(t->name));
+        sum += ft_fnv1a(h, t->shape, sizeof t->shape[0] * (size_t)t->ndim);
     }
     int64_t k[4] = {p->cfg.seq_len, p->cfg.micro_batch, p->cfg.grad_accum, (int64_t)p->cfg.seed};
-    return ft_fnv1a(h, k, sizeof k);
+    return ft_fnv1a(ft_fnv1a(FT_FNV_INIT, &sum, sizeof sum), k, sizeof k);
 }
 
 /* Adds tensor `id`'s bytes (copied off the device) under the name prefix + t's name. */
@@ -71,7 +76,7 @@ int rt_ckpt_save(const char *dir, rt_exec_t *x, const plan_t *p, int64_t step, f
     }
     char steps[32], fp[32];
     snprintf(steps, sizeof steps, "%" PRId64, step);
-    snprintf(fp, sizeof fp, "%016" PRIx64, fingerprint(p));
+    snprintf(fp, sizeof fp, FP_VERSION "%016" PRIx64, fingerprint(p));
     const char *meta[] = {"format", "ftc-checkpoint", "step", steps, "fingerprint", fp, NULL};
     char path[FT_PATH_MAX + 64];
     ft_path_join(path, sizeof path, dir, CKPT_FILE);
@@ -113,11 +118,14 @@ int rt_ckpt_load(const char *dir, rt_exec_t *x, const plan_t *p, int64_t *step, 
         return -1;
     const char *fmt = st_meta(&m, "format"), *s = st_meta(&m, "step"), *fp = st_meta(&m, "fingerprint");
     char want[32];
-    snprintf(want, sizeof want, "%016" PRIx64, fingerprint(p));
+    snprintf(want, sizeof want, FP_VERSION "%016" PRIx64, fingerprint(p));
     int rc = 0;
     char *end = NULL;
     if (!fmt || strcmp(fmt, "ftc-checkpoint") != 0 || !s || !fp)
         rc = ft_fail(e, "%s: not an ftc checkpoint (metadata missing)", path);
+    else if (strncmp(fp, FP_VERSION, strlen(FP_VERSION)) != 0)
+        rc = ft_fail(e, "%s: written by an earlier ftc, whose checkpoints this one does not resume (it identified the "
+                     "model differently); resume it with that version or start over", path);
     else if (strcmp(fp, want) != 0)
         rc = ft_fail(e, "%s: written for a different model, tuner or batch shape than this plan", path);
     else if ((*step = strtoll(s, &end, 10)) < 0 || !end || *end)

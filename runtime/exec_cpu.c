@@ -74,7 +74,7 @@ static int run_node(rt_cpu_t *x, int id)
         load(st, x->arena + st->offset, p);
         p += ir_numel(st);
     }
-    a.out = ir_in_place(t) ? a.in[0] : p;
+    a.out = ir_in_place(t) ? a.in[ir_alias_src(t)] : p;
     d->cpu(&a);
     store(t, x->arena + t->offset, a.out);
     for (int s = 1; s < t->nsrc; s++)

@@ -416,7 +416,7 @@ static int build_args(cu_t *c, int id, ftk_args_t *a, ft_err_t *e)
         put_shape(a, s, &c->g->t[t->src[s]]);
     }
     if (ir_in_place(t)) {
-        a->out = a->in[0]; /* in place: the output is its first input's storage */
+        a->out = a->in[ir_alias_src(t)]; /* in place: the output is that input's storage */
     } else {
         unsigned char *p = NULL;
         if (tensor_ptr(c, id, &p, e) != 0)
@@ -495,9 +495,9 @@ static int setup_matmul(cu_t *c, cu_step_t *s, ft_err_t *e)
     bool add = t->nsrc == 3;
     if (add && c->g->t[t->src[2]].dtype != t->dtype)
         return ft_fail(e, "cuda: %s: the addend's dtype differs from the output's", label);
-    mm->alpha32 = 1.0f;
+    mm->alpha32 = (float)ir_matmul_alpha(t);
     mm->beta32 = add ? 1.0f : 0.0f;
-    mm->alpha64 = 1.0;
+    mm->alpha64 = ir_matmul_alpha(t);
     mm->beta64 = add ? 1.0 : 0.0;
     cublasStatus_t st = cublasLtMatmulDescCreate(&mm->desc, mm->f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F,
                                                  mm->f64 ? CUDA_R_64F : CUDA_R_32F);

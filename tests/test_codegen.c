@@ -236,8 +236,8 @@ static void check_geometry(const ir_graph_t *g, const cg_launch_t *l, const char
         break;
     }
     case OP_ROWSUM:
-        CHECK_MSG(threads == 256 && (int64_t)l->grid[0] == (ir_numel(x) / last_dim(x) + 7) / 8,
-                  "%s: %s is not a warp per row (grid %u)", what, t->name, l->grid[0]);
+        CHECK_MSG(threads == 256 && (int64_t)l->grid[0] == (ir_numel(x) / last_dim(x) + 255) / 256,
+                  "%s: %s is not 32 rows a warp (grid %u)", what, t->name, l->grid[0]);
         break;
     case OP_ROPE: { /* an item per (token, 8 pairs) where Dh/2 % 8 == 0, else per (token, pair) */
         int64_t half = x->shape[3] / 2, items = x->shape[0] * x->shape[1] * (half % 8 == 0 ? half / 8 : half);

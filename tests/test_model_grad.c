@@ -19,9 +19,12 @@ static void build_config(ft_config_t *c, const char *tuner, const char *recomput
     for (size_t i = 0; i < sizeof kv / sizeof *kv; i++)
         if (fe_override(c, kv[i], &e) != 0)
             fprintf(stderr, "override %s: %s\n", kv[i], e.msg);
+    /* "lora0": LoRA without dropout, where targets sharing an input share one A product */
     char k[64];
-    snprintf(k, sizeof k, "tuner.kind=%s", tuner);
+    snprintf(k, sizeof k, "tuner.kind=%s", strcmp(tuner, "lora0") == 0 ? "lora" : tuner);
     CHECK(fe_override(c, k, &e) == 0);
+    if (strcmp(tuner, "lora0") == 0)
+        CHECK(fe_override(c, "tuner.dropout=0", &e) == 0);
     snprintf(k, sizeof k, "train.recompute=%s", recompute);
     CHECK(fe_override(c, k, &e) == 0);
 }
@@ -150,10 +153,20 @@ static void check_pipeline_grads_match(void)
               attn_clones[1], clones[2], attn_clones[2]);
 }
 
+/* What the fuse pass made, counted over the live nodes. */
+typedef struct {
+    int mm_add;     /* matmuls with an addend, out of place */
+    int mm_scaled;  /* matmuls with alpha != 1 */
+    int mm_inplace; /* matmuls accumulating into their addend's storage (weight gradients) */
+    int lse, dkv;   /* attn writing its statistics; attn_bwd computing dk and dv */
+    int acc, scale; /* what stays unfused of those */
+    int slice;      /* LoRA without dropout: the shared A product's share per module */
+    int norm_add;   /* rmsnorm_bwd_x adding the residual stream's gradient */
+} fused_t;
+
 /* Runs the pipeline with or without the fuse pass and returns the graph's float64 values.
- * hopper: bf16 at head dim 64 for target sm_90, where attention's dk and dv fuse too
- * (nfused counts 10^6 per fused pair). */
-static double **pipeline_values(ir_graph_t *g, const char *tuner, bool hopper, bool fuse, int *nfused)
+ * hopper: bf16 at head dim 64 for target sm_90, where attention's dk and dv fuse too. */
+static double **pipeline_values(ir_graph_t *g, const char *tuner, bool hopper, bool fuse, fused_t *nf)
 {
     ft_config_t c;
     build_config(&c, tuner, "full");
@@ -168,12 +181,25 @@ static double **pipeline_values(ir_graph_t *g, const char *tuner, bool hopper, b
     for (const pass_t *p = pass_pipeline; p->name; p++)
         if (fuse || strcmp(p->name, "fuse") != 0)
             CHECK_MSG(p->run(g, &ctx, &e) == 0, "%s: %s", p->name, e.msg);
-    *nfused = 0;
+    memset(nf, 0, sizeof *nf);
     for (int i = 0; i < g->n; i++) {
-        *nfused += g->t[i].op == OP_MATMUL && g->t[i].nsrc == 3;
+        const ir_tensor_t *t = &g->t[i];
+        bool inplace = t->op == OP_MATMUL && (t->flags & IR_FLAG_INPLACE);
+        nf->mm_inplace += inplace;
+        nf->mm_add += t->op == OP_MATMUL && t->nsrc == 3 && !inplace;
+        nf->mm_scaled += t->op == OP_MATMUL && ir_matmul_alpha(t) != 1.0;
         /* attention statistics: every attn_lse folded into its attn, which writes them */
-        *nfused += (g->t[i].op == OP_ATTN && g->t[i].nsrc == 5) ? 1000 : 0;
-        *nfused += (g->t[i].op == OP_ATTN_BWD && g->t[i].ip[0] == 3) ? 1000000 : 0;
+        nf->lse += t->op == OP_ATTN && t->nsrc == 5;
+        nf->dkv += t->op == OP_ATTN_BWD && t->ip[0] == 3;
+        nf->acc += t->op == OP_ACC;
+        nf->scale += t->op == OP_SCALE;
+        nf->slice += t->op == OP_SLICE;
+        nf->norm_add += t->op == OP_RMSNORM_BWD_X && t->nsrc == 4;
+        /* recompute full: weights' small derived values (adapter casts) are kept, not redone */
+        CHECK_MSG(!(t->flags & IR_FLAG_RECOMPUTE) || t->op != OP_CAST || g->t[t->src[0]].op != OP_LEAF,
+                  "%s: '%s' recomputes a cast of a weight", tuner, t->name);
+        CHECK_MSG(!inplace || (t->nsrc == 3 && g->t[t->src[2]].role == IR_GRAD && t->dtype == IR_F32),
+                  "%s: in-place matmul '%s' does not accumulate into an f32 gradient", tuner, t->name);
         CHECK_MSG(!fuse || !hopper || g->t[i].op != OP_ATTN_BWD || g->t[i].ip[0] == 3 || g->t[i].ip[0] == 0,
                   "%s: attn_bwd '%s' (ip %lld) left beside the fused one", tuner, g->t[i].name,
                   (long long)g->t[i].ip[0]);
@@ -198,18 +224,30 @@ static void free_values(ir_graph_t *g, double **vals)
     ir_graph_free(g);
 }
 
-/* pass_fuse folds adds into matmuls (beta = 1), attention statistics into the forward and,
- * for sm_90, attention's dk and dv into one node: the loss and every gradient must stay what
- * the unfused graph computes, up to float64 reassociation. */
+/* pass_fuse folds adds into matmuls (beta = 1), scales into matmuls (alpha), weight
+ * gradients' accumulation into the matmuls that make them (in place), attention statistics
+ * into the forward and, for sm_90, attention's dk and dv into one node: the loss and every
+ * gradient must stay what the unfused graph computes, up to float64 reassociation. */
 static void check_fuse_matches(const char *tuner, bool hopper)
 {
     ir_graph_t g0, g1;
-    int n0, n1;
-    double **v0 = pipeline_values(&g0, tuner, hopper, false, &n0), **v1 = pipeline_values(&g1, tuner, hopper, true, &n1);
-    int ndkv = n1 / 1000000, nlse = n1 / 1000 % 1000, nmm = n1 % 1000;
-    CHECK_MSG(n0 == 0 && nlse > 0 && nmm > 0 && (ndkv > 0) == hopper,
-              "%s%s: fused nothing without the pass (%d); with it %d matmuls, %d attention statistics, %d dk+dv", tuner,
-              hopper ? " sm_90" : "", n0, nmm, nlse, ndkv);
+    fused_t f0, f1;
+    double **v0 = pipeline_values(&g0, tuner, hopper, false, &f0), **v1 = pipeline_values(&g1, tuner, hopper, true, &f1);
+    bool lora = strncmp(tuner, "lora", 4) == 0, shared = strcmp(tuner, "lora0") == 0;
+    CHECK_MSG(f0.mm_add + f0.mm_scaled + f0.mm_inplace + f0.lse + f0.dkv + f0.norm_add == 0 && f0.acc > 0,
+              "%s: fused something without the pass", tuner);
+    CHECK_MSG(f1.lse > 0 && f1.mm_add > 0 && (f1.dkv > 0) == hopper && f1.mm_inplace > 0 && f1.norm_add > 0 &&
+                  (f1.mm_scaled > 0) == lora,
+              "%s%s: with the pass %d matmul adds, %d scaled, %d in place, %d norm adds, %d attention statistics, "
+              "%d dk+dv",
+              tuner, hopper ? " sm_90" : "", f1.mm_add, f1.mm_scaled, f1.mm_inplace, f1.norm_add, f1.lse, f1.dkv);
+    /* LoRA with dropout: every trainable weight's gradient comes from a matmul, and every
+     * scale is the adapters' alpha/r on a product; without dropout the shared A products'
+     * gradients are sliced, and their backward scale applies to a sum of slices */
+    CHECK_MSG(f1.acc + f1.mm_inplace == f0.acc && (!lora || shared || (f1.acc == 0 && f1.scale == 0)) &&
+                  (!shared || (f1.acc > 0 && f1.scale > 0 && f1.scale < f0.scale)) && (f1.slice > 0) == shared,
+              "%s: %d accumulations left of %d (%d in place), %d scales left of %d, %d slices", tuner, f1.acc,
+              f0.acc, f1.mm_inplace, f1.scale, f0.scale, f1.slice);
     CHECK_MSG(g1.n < g0.n, "%s: fusing left %d nodes of %d", tuner, g1.n, g0.n);
     int compared = 0;
     for (int i = 0; i < g0.n; i++) {
@@ -240,10 +278,13 @@ int main(void)
     check_model("full", "none");
     check_model("lora", "full");
     check_model("lora", "selective");
+    check_model("lora0", "none");
     check_pipeline_grads_match();
     check_fuse_matches("lora", false);
     check_fuse_matches("full", false);
     check_fuse_matches("lora", true);
+    check_fuse_matches("lora0", false);
+    check_fuse_matches("lora0", true);
     check_fuse_matches("full", true);
     return CHECK_DONE();
 }

@@ -160,6 +160,34 @@ static void test_rmsnorm_vjp_nodes(void)
     fx_free(&f);
 }
 
+/* rmsnorm_bwd_x with an addend (what pass_fuse makes of add(c, rmsnorm_bwd_x(...))) is the
+ * three-input node's values plus c; an addend of another shape or dtype is refused. */
+static void test_rmsnorm_bwd_addend(void)
+{
+    fx_t f;
+    fx_init(&f);
+    const int64_t sh[2] = {5, 12};
+    int x = fx_leaf(&f, "x", IR_F64, 2, sh, NULL, 1), w = fx_leaf(&f, "w", IR_F64, 1, &sh[1], NULL, 1.5);
+    int dy = fx_leaf(&f, "dy", IR_F64, 2, sh, NULL, 1), c = fx_leaf(&f, "c", IR_F64, 2, sh, NULL, 1);
+    int plain = ir_node(&f.g, OP_RMSNORM_BWD_X, 3, (const int[]){x, w, dy}, NULL, (const double[IR_MAX_PARAMS]){1e-5});
+    int fused = ir_node(&f.g, OP_RMSNORM_BWD_X, 4, (const int[]){x, w, dy, c}, NULL, (const double[IR_MAX_PARAMS]){1e-5});
+    CHECK_MSG(plain >= 0 && fused >= 0, "%s", f.g.err);
+    double **v = fx_eval(&f);
+    for (int i = 0; i < 60; i++)
+        CHECK_NEAR(v[fused][i], v[plain][i] + v[c][i], 1e-14);
+    fx_done(&f, v);
+    int c2 = fx_leaf(&f, "c2", IR_F64, 2, (const int64_t[]){12, 5}, NULL, 1);
+    expect_error(&f.g, ir_node(&f.g, OP_RMSNORM_BWD_X, 4, (const int[]){x, w, dy, c2}, NULL, NULL), "rmsnorm_bwd_x",
+                 "addend", "rmsnorm_bwd_x addend shape");
+    fx_free(&f);
+    fx_init(&f);
+    x = fx_leaf(&f, "x", IR_F32, 2, sh, NULL, 1), w = fx_leaf(&f, "w", IR_F32, 1, &sh[1], NULL, 1.5);
+    dy = fx_leaf(&f, "dy", IR_F32, 2, sh, NULL, 1), c = fx_leaf(&f, "c", IR_BF16, 2, sh, NULL, 1);
+    expect_error(&f.g, ir_node(&f.g, OP_RMSNORM_BWD_X, 4, (const int[]){x, w, dy, c}, NULL, NULL), "addend is bf16",
+                 "output f32", "rmsnorm_bwd_x addend dtype");
+    fx_free(&f);
+}
+
 /* ------------------------------------------------------------------ rope */
 
 typedef struct {
@@ -945,6 +973,7 @@ int main(void)
 {
     test_rmsnorm_values();
     test_rmsnorm_vjp_nodes();
+    test_rmsnorm_bwd_addend();
     test_rmsnorm_fd(2, (const int64_t[]){3, 5}, 1e-5);
     test_rmsnorm_fd(3, (const int64_t[]){2, 3, 8}, 1e-5);
     test_rmsnorm_fd(2, (const int64_t[]){4, 2}, 1e-6);

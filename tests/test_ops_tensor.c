@@ -156,6 +156,19 @@ static void fd_matmul(void)
                 snprintf(label, sizeof label, "matmul+c%s ta=%d tb=%d", batched ? " batched" : "", ta, tb);
                 fx_fd(&f, y, label);
                 fx_free(&f);
+                /* scaled (what pass_fuse makes of scale(a·b)), with and without the addend */
+                for (int add = 0; add < 2; add++) {
+                    fx_init(&f);
+                    a = fx_leaf(&f, IR_F64, nd, sa), b = fx_leaf(&f, IR_F64, nd, sb);
+                    c = add ? fx_leaf(&f, IR_F64, nd, sc) : -1;
+                    y = add ? ir_matmul_add(&f.g, a, b, ta, tb, c) : ir_matmul(&f.g, a, b, ta, tb);
+                    f.g.t[y].ip[2] = 1;
+                    f.g.t[y].fp[0] = -0.75;
+                    snprintf(label, sizeof label, "-0.75 matmul%s%s ta=%d tb=%d", add ? "+c" : "",
+                             batched ? " batched" : "", ta, tb);
+                    fx_fd(&f, y, label);
+                    fx_free(&f);
+                }
             }
 }
 
@@ -331,6 +344,25 @@ static void val_matmul(void)
             fx_done(&f, v);
             fx_free(&f);
         }
+    {
+        /* a weight gradient's accumulation as pass_fuse makes it: bf16 inputs, 0.5 a·b added
+         * in place onto an f32 buffer, which then holds the sum */
+        static const double G[4] = {1, -2, 0.25, 8}, W[4] = {30, 30, 69.75, 85};
+        fx_t f;
+        fx_init(&f);
+        int a = fx_const(&f, IR_BF16, 2, SH(2, 3), A), b = fx_const(&f, IR_BF16, 2, SH(3, 2), Bm);
+        int buf = fx_const(&f, IR_F32, 2, SH(2, 2), G);
+        int y = ir_node_dt(&f.g, OP_MATMUL, IR_F32, 3, (const int[]){a, b, buf}, (const int64_t[IR_MAX_PARAMS]){0, 0, 1},
+                           (const double[IR_MAX_PARAMS]){0.5});
+        CHECK(y >= 0);
+        f.g.t[y].flags |= IR_FLAG_INPLACE;
+        CHECK(ir_in_place(&f.g.t[y]) && ir_alias_src(&f.g.t[y]) == 2);
+        double **v = fx_eval(&f);
+        check_vals(v[y], W, 4, "in-place scaled matmul");
+        CHECK(v[y] == v[buf]);
+        fx_done(&f, v);
+        fx_free(&f);
+    }
     /* batched: batch 1 is batch 0 times 2 on a */
     fx_t f;
     fx_init(&f);
@@ -614,6 +646,8 @@ static void test_shape_errors(void)
         {"matmul ndim", OP_MATMUL, 2, {0, 5}, {0}, {0}, "3-D"},
         {"matmul batch", OP_MATMUL, 2, {5, 6}, {0}, {0}, "batch"},
         {"matmul flag", OP_MATMUL, 2, {0, 1}, {2, 0}, {0}, "0 or 1"},
+        {"matmul scale flag", OP_MATMUL, 2, {0, 1}, {0, 1, 2}, {0.5}, "scale flag"},
+        {"matmul scale", OP_MATMUL, 2, {0, 1}, {0, 1, 1}, {INFINITY}, "scale finite"},
         {"matmul addend shape", OP_MATMUL, 3, {0, 1, 0}, {0, 0}, {0}, "differ in shape"},
         {"matmul addend dtype", OP_MATMUL, 3, {3, 3, 0}, {0, 1}, {0}, "addend"},
         {"embed ids", OP_EMBED, 2, {0, 0}, {0}, {0}, "i32"},

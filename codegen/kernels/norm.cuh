@@ -1,5 +1,6 @@
 /* norm.cuh — RMS normalisation and its two backward ops.
- * defines: ftk_norm_team, ftk_norm_warps, ftk_team_sum, ftk::rmsnorm, ftk::rmsnorm_bwd_x,
+ * defines: ftk_norm_team, ftk_norm_warps, ftk_team_sum, ftk::rmsnorm, ftk::rmsnorm_bwd_x (with
+ *          or without an addend),
  *          ftk::rmsnorm_bwd_w_part / rmsnorm_bwd_w_fin
  * launch:  rmsnorm, rmsnorm_bwd_x: 256 threads (CG_NORM_THREADS); a team of W warps per row,
  *          W = ftk_norm_warps(D, NV) (1, 2, 4 or 8), 8 / W teams a block, grid
@@ -163,8 +164,11 @@ template <class TX, class TW, class TO> __device__ __forceinline__ void rmsnorm(
     }
 }
 
-/* (x, w, dy) -> dx = r (dy w - x r^2 sum(dy w x) / D), r = rsqrt(mean(x^2) + eps) */
-template <class TX, class TW, class TY, class TO> __device__ __forceinline__ void rmsnorm_bwd_x(const ftk_args_t &a)
+/* (x, w, dy[, c]) -> dx = r (dy w - x r^2 sum(dy w x) / D) (+ c), r = rsqrt(mean(x^2) +
+ * eps); the addend c (a residual stream's gradient, passes/fuse.c) is read as the row is
+ * written, not held. */
+template <class TX, class TW, class TY, class TC, bool ADD, class TO>
+__device__ __forceinline__ void rmsnorm_bwd_x_run(const ftk_args_t &a)
 {
     constexpr int NV = FTK_NORM_LANE_BYTES / (8 * (int)(sizeof(TX) + sizeof(TY)));
     typedef ftk_v8<TX> VX;
@@ -172,8 +176,10 @@ template <class TX, class TW, class TY, class TO> __device__ __forceinline__ voi
     long long d = ftk_last(a, 0), rows = ftk_numel(a, 0) / d, nvec = d / 8;
     float eps = (float)a.fp[0];
     bool fast;
-    ftk_norm_team m = ftk_norm_setup(
-        d, NV, ftk_al16(a.in[0]) && ftk_al16(a.in[1]) && ftk_al16(a.in[2]) && ftk_al16(a.out), &fast);
+    ftk_norm_team m = ftk_norm_setup(d, NV,
+                                     ftk_al16(a.in[0]) && ftk_al16(a.in[1]) && ftk_al16(a.in[2]) && ftk_al16(a.out) &&
+                                         (!ADD || ftk_al16(a.in[3])),
+                                     &fast);
     for (long long r0 = (long long)blockIdx.x * m.nteam; r0 < rows; r0 += (long long)gridDim.x * m.nteam) {
         long long r = r0 + m.team;
         bool mine = m.team < m.nteam && r < rows;
@@ -222,6 +228,12 @@ template <class TX, class TW, class TY, class TO> __device__ __forceinline__ voi
 #pragma unroll
                     for (int e = 0; e < 8; e++)
                         f[e] = inv * (h[e] * g[e] - f[e] * c);
+                    if constexpr (ADD) {
+                        ftk_v8<TC>::ld((const TC *)a.in[3] + r * d, v * 8, h);
+#pragma unroll
+                        for (int e = 0; e < 8; e++)
+                            f[e] += h[e];
+                    }
                     ftk_v8<TO>::st(o, v * 8, f);
                 }
             }
@@ -237,9 +249,22 @@ template <class TX, class TW, class TY, class TO> __device__ __forceinline__ voi
             float c = inv * inv * s[1] / (float)d;
             if (mine)
                 for (long long j = m.t; j < d; j += m.nt)
-                    ftk_st<TO>(a.out, r * d + j, inv * (ftk_f(dy[j]) * ftk_ld<TW>(a.in[1], j) - ftk_f(x[j]) * c));
+                    ftk_st<TO>(a.out, r * d + j,
+                               inv * (ftk_f(dy[j]) * ftk_ld<TW>(a.in[1], j) - ftk_f(x[j]) * c) +
+                                   (ADD ? ftk_ld<TC>(a.in[3], r * d + j) : 0.0f));
         }
     }
+}
+
+template <class TX, class TW, class TY, class TO> __device__ __forceinline__ void rmsnorm_bwd_x(const ftk_args_t &a)
+{
+    rmsnorm_bwd_x_run<TX, TW, TY, TO, false, TO>(a);
+}
+
+template <class TX, class TW, class TY, class TC, class TO>
+__device__ __forceinline__ void rmsnorm_bwd_x(const ftk_args_t &a)
+{
+    rmsnorm_bwd_x_run<TX, TW, TY, TC, true, TO>(a);
 }
 
 /* (x, dy) -> dw[D], dw_j = sum over rows of dy_j x_j r, in two kernels.

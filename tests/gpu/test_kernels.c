@@ -302,7 +302,7 @@ static void run_case(env_t *env, tcase_t *c, int out)
      * second run replays a CUDA graph and must give the same bits, in place too */
     if (ok) {
         const ir_tensor_t *t = &c->g.t[id];
-        bool inplace = (ir_ops[t->op]->writes & ((1u << t->nsrc) - 1u)) != 0;
+        bool inplace = (ir_ops[t->op]->writes & ((1u << t->nsrc) - 1u)) != 0 || (t->flags & IR_FLAG_INPLACE);
         if ((inplace && write_inputs(&gpu, c, &e) != 0) || gpu.ops->run(&gpu, t->phase, &e) != 0) {
             snprintf(why, sizeof why, "second gpu run: %s", e.msg);
             ok = false;
@@ -406,6 +406,23 @@ static void cases_matmul(env_t *env)
     begin(&c, TOL_F32, "matmul bf16 -> f32 nn");
     int a = leaf(&c, "a", IR_BF16, DIMS(64, 96), -1, 1), b = leaf(&c, "b", IR_BF16, DIMS(96, 80), -1, 1);
     run_case(env, &c, ir_node_dt(&c.g, OP_MATMUL, IR_F32, 2, (const int[]){a, b}, IP(0, 0), NULL));
+    /* what pass_fuse makes of LoRA's scale and of a weight gradient's accumulation: alpha on
+     * the product; bf16 operands summed in place onto an f32 buffer (the output is the
+     * buffer's storage, checked as the output) */
+    begin(&c, TOL_BF16, "matmul alpha 2 nt M512 K64 N8");
+    a = leaf(&c, "a", IR_BF16, DIMS(512, 64), -1, 1), b = leaf(&c, "b", IR_BF16, DIMS(8, 64), -1, 1);
+    run_case(env, &c, ir_node(&c.g, OP_MATMUL, 2, (const int[]){a, b}, IP(0, 1, 1), (const double[IR_MAX_PARAMS]){2.0}));
+    for (int ta = 0; ta < 2; ta++) {
+        begin(&c, TOL_F32, "matmul in place += %cn M96 K512 N80 x0.5", ta ? 't' : 'n');
+        a = ta ? leaf(&c, "a", IR_BF16, DIMS(512, 96), -1, 1) : leaf(&c, "a", IR_BF16, DIMS(96, 512), -1, 1);
+        b = leaf(&c, "b", IR_BF16, DIMS(512, 80), -1, 1);
+        int buf = leaf(&c, "buf", IR_F32, DIMS(96, 80), -4, 4);
+        int y = ir_node_dt(&c.g, OP_MATMUL, IR_F32, 3, (const int[]){a, b, buf}, IP(ta, 0, 1),
+                           (const double[IR_MAX_PARAMS]){0.5});
+        if (y >= 0)
+            c.g.t[y].flags |= IR_FLAG_INPLACE;
+        run_case(env, &c, y);
+    }
 }
 
 static void cases_elementwise(env_t *env)
@@ -576,6 +593,14 @@ static void cases_norm_rope_paths(env_t *env, ir_dtype_t dt)
         x = leaf(&c, "x", dt, DIMS(rows, d), -2, 2), w = leaf(&c, "w", dt, DIMS(d), 0.5, 1.5);
         int dy = leaf(&c, "dy", dt, DIMS(rows, d), -1, 1);
         run_case(env, &c, ir_node(&c.g, OP_RMSNORM_BWD_X, 3, (const int[]){x, w, dy}, NULL, FP(1e-5)));
+        /* with an addend (the residual stream's gradient, passes/fuse.c), both paths */
+        if (k % 4 != 1)
+            continue;
+        begin(&c, tol_of(dt), "rmsnorm_bwd_x + addend %lldx%lld", (long long)rows, (long long)d);
+        x = leaf(&c, "x", dt, DIMS(rows, d), -2, 2), w = leaf(&c, "w", dt, DIMS(d), 0.5, 1.5);
+        dy = leaf(&c, "dy", dt, DIMS(rows, d), -1, 1);
+        int add = leaf(&c, "add", dt, DIMS(rows, d), -1, 1);
+        run_case(env, &c, ir_node(&c.g, OP_RMSNORM_BWD_X, 4, (const int[]){x, w, dy, add}, NULL, FP(1e-5)));
     }
     const int64_t rs[4][4] = {{2, 40, 32, 128}, {1, 96, 6, 64}, {2, 33, 3, 20}, {1, 50, 8, 128}};
     for (int k = 0; k < 4; k++)
